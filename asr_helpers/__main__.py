@@ -1,0 +1,3 @@
+from asr_helpers.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""Log-mel features computed per batch on the training device.
+
+Computing features on the GPU per batch is far cheaper than per item in DataLoader workers,
+and taking the log matters: a linear mel spectrogram has a huge dynamic range that the
+network struggles with (a trap in the course template). Each utterance is normalised to zero
+mean and unit variance per mel channel over its real frames; padding stays exactly zero.
+"""
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import nn
+
+
+class LogMelFeatures(nn.Module):
+    """Waves ``[B, T]`` at 16 kHz -> normalised log-mel ``[B, n_mels, frames]`` and frame lengths."""
+
+    def __init__(self, n_mels: int = 80, sample_rate: int = 16000, win_ms: float = 25.0, hop_ms: float = 10.0):
+        super().__init__()
+        self.n_mels, self.sample_rate = n_mels, sample_rate
+        self.hop_length = int(sample_rate * hop_ms / 1000)
+        win_length = int(sample_rate * win_ms / 1000)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=512, win_length=win_length, hop_length=self.hop_length,
+            n_mels=n_mels, power=2.0, center=True)
+
+    def frame_lengths(self, wave_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames produced by a centred STFT for each wave length."""
+        return torch.div(wave_lengths, self.hop_length, rounding_mode="floor") + 1
+
+    @torch.autocast("cuda", enabled=False)
+    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = self.frame_lengths(wave_lengths)
+        feats = torch.log(self.mel(waves.float()) + 1e-6)
+        mask = (torch.arange(feats.shape[-1], device=feats.device)[None, :] < lengths[:, None])[:, None, :]
+        count = lengths.clamp(min=1)[:, None, None].to(feats.dtype)
+        mean = (feats * mask).sum(-1, keepdim=True) / count
+        var = (((feats - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+        feats = (feats - mean) / torch.sqrt(var + 1e-5)
+        return feats * mask, lengths

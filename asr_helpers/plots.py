@@ -1,0 +1,64 @@
+"""Matplotlib figures shown by the notebooks and logged by the trainer."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def spectrogram_figure(features, title: str = "", ax=None):
+    """A log-mel ``[n_mels, frames]`` as an image, low frequencies at the bottom."""
+    features = np.asarray(features)
+    figure = None
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(10, 2.6))
+    ax.imshow(features, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
+    ax.set_xlabel("frame (10 ms)")
+    ax.set_ylabel("mel bin")
+    if title:
+        ax.set_title(title if len(title) < 90 else title[:87] + "...", fontsize=9)
+    if figure is not None:
+        figure.tight_layout()
+        plt.close(figure)
+    return figure or ax.figure
+
+
+def waveform_figure(wave, sample_rate: int, title: str = "", ax=None):
+    wave = np.asarray(wave)
+    figure = None
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(10, 1.8))
+    ax.plot(np.arange(len(wave)) / sample_rate, wave, linewidth=0.5)
+    ax.set_xlabel("seconds")
+    ax.set_xlim(0, len(wave) / sample_rate)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if figure is not None:
+        figure.tight_layout()
+        plt.close(figure)
+    return figure or ax.figure
+
+
+def curves_figure(history: list[dict], x: str = "step"):
+    """Training loss, grad norm and LR, and dev WER/CER per split, from ``history.jsonl`` records."""
+    train = [r for r in history if r["kind"] == "train"]
+    evals = [r for r in history if r["kind"].startswith("eval/")]
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    panels = [("loss", "train loss"), ("grad_norm", "gradient norm"), ("lr", "learning rate")]
+    for ax, (key, title) in zip(axes, panels):
+        ax.plot([r[x] for r in train], [r[key] for r in train], linewidth=1, label="train")
+        ax.set_title(title)
+        ax.set_xlabel(x)
+    for split in sorted({r["kind"][5:] for r in evals}):
+        rows = [r for r in evals if r["kind"] == f"eval/{split}"]
+        axes[0].plot([r[x] for r in rows], [r["loss"] for r in rows], "o-", label=f"{split} loss")
+        axes[3].plot([r[x] for r in rows], [r["cer"] for r in rows], "o-", label=f"{split} CER")
+        axes[3].plot([r[x] for r in rows], [r["wer"] for r in rows], "s--", label=f"{split} WER")
+    axes[0].legend(fontsize=7)
+    axes[0].set_yscale("log")
+    axes[3].set_title("dev error rates (greedy)")
+    axes[3].set_xlabel(x)
+    axes[3].legend(fontsize=7)
+    axes[3].set_ylim(0, 1.05)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

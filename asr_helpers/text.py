@@ -1,0 +1,82 @@
+"""Transcript normalisation and the character tokenizer.
+
+LibriSpeech transcripts are upper-case letters, space and apostrophe. Everything is mapped to
+lower case for the model; language models and unigram lists are cased to match in ``lm``.
+Text that still holds other characters after normalisation (digits, symbols) is rejected with
+a reason rather than silently altered, because the audio says something we cannot spell.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
+_SEPARATORS = re.compile(r"[-\u2010-\u2015_/]+")
+_PUNCTUATION = re.compile(r"[.,;:!?\"()\[\]{}\u201c\u201d\u00ab\u00bb*]+")
+
+
+class TextError(ValueError):
+    """A transcript that cannot be spelled with the alphabet."""
+
+
+def normalize_transcript(text: str) -> str:
+    """Lower-case, strip accents and punctuation, keep letters, space and apostrophe.
+
+    Raises ``TextError`` naming the offending characters (digits, symbols) so callers can
+    skip the utterance and count the reason.
+    """
+    text = _PUNCTUATION.sub(" ", _SEPARATORS.sub(" ", text.translate(_APOSTROPHES)))
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    text = " ".join(word.strip("'") for word in text.split())
+    text = " ".join(text.split())
+    unknown = sorted(set(text) - set(ALPHABET))
+    if unknown:
+        raise TextError(f"unsupported characters {''.join(unknown)!r}")
+    if not text:
+        raise TextError("empty transcript")
+    return text
+
+
+@dataclass(frozen=True)
+class CharTokenizer:
+    """Blank (id 0), space, apostrophe and a-z: the classic DeepSpeech2 output alphabet."""
+
+    alphabet: str = ALPHABET
+    kind: str = "char"
+
+    @property
+    def blank_id(self) -> int:
+        return 0
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.alphabet) + 1
+
+    @property
+    def labels(self) -> list[str]:
+        """Output labels in id order, in the form pyctcdecode expects ('' is the blank)."""
+        return [""] + list(self.alphabet)
+
+    def encode(self, text: str) -> list[int]:
+        """Ids for a normalised transcript; raises ``TextError`` on characters outside the alphabet."""
+        try:
+            return [self.alphabet.index(ch) + 1 for ch in text]
+        except ValueError:
+            unknown = sorted(set(text) - set(self.alphabet))
+            raise TextError(f"unsupported characters {''.join(unknown)!r}") from None
+
+    def decode(self, ids: list[int]) -> str:
+        """Text for label ids (no CTC collapsing here: that is the decoder's job)."""
+        return "".join(self.alphabet[i - 1] for i in ids if i != self.blank_id)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "alphabet": self.alphabet}
+
+
+def tokenizer_from_dict(state: dict):
+    """Rebuild a tokenizer stored in a checkpoint."""
+    if state["kind"] == "char":
+        return CharTokenizer(alphabet=state["alphabet"])
+    raise ValueError(f"unknown tokenizer kind {state['kind']!r}")

@@ -1,0 +1,34 @@
+import pytest
+
+from asr_helpers.text import ALPHABET, CharTokenizer, TextError, normalize_transcript, tokenizer_from_dict
+
+
+def test_normalize_librispeech_style():
+    assert normalize_transcript("HE HOPED THERE WOULD BE STEW FOR DINNER") == "he hoped there would be stew for dinner"
+
+
+def test_normalize_punctuation_accents_and_apostrophes():
+    assert normalize_transcript("“Café,” she said—it’s ‘fine’!") == "cafe she said it's fine"
+
+
+@pytest.mark.parametrize("text", ["CHAPTER 12", "100% SURE", "A & B", "", "   "])
+def test_unspellable_text_is_rejected_with_reason(text):
+    with pytest.raises(TextError):
+        normalize_transcript(text)
+
+
+def test_tokenizer_round_trip_and_layout():
+    tok = CharTokenizer()
+    text = "it's a test of the alphabet z"
+    ids = tok.encode(text)
+    assert tok.blank_id == 0 and 0 not in ids
+    assert tok.decode(ids) == text
+    assert tok.vocab_size == len(ALPHABET) + 1 == 29
+    assert tok.labels[0] == "" and tok.labels[1] == " "
+
+
+def test_tokenizer_rejects_unknown_characters_and_restores_from_dict():
+    tok = CharTokenizer()
+    with pytest.raises(TextError, match="'7'"):
+        tok.encode("route 7")
+    assert tokenizer_from_dict(tok.to_dict()) == tok
