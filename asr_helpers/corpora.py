@@ -20,14 +20,21 @@ def synthetic_root(minutes: float, seed: int) -> Path:
 
 def prepare_corpus(corpus: str, splits: list[str], root: str | Path | None = None,
                    synth_minutes: float = 60.0, seed: int = 0) -> Path:
-    """The LibriSpeech root (the folder holding ``<split>/``) for ``corpus``, ready to index."""
+    """The LibriSpeech root (the folder holding ``<split>/``) for ``corpus``, ready to index.
+
+    A ``root`` that already holds every split is used as it is, whatever the corpus.
+    """
     if corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; choose from {CORPORA}")
+    if root is not None and all((Path(root) / split).is_dir() for split in splits):
+        return Path(root)
     if corpus == "synthetic":
         unknown = sorted(set(splits) - set(SYNTHETIC_SPLITS))
         if unknown:
             raise ValueError(f"the synthetic corpus has no split {unknown}; it has {SYNTHETIC_SPLITS}")
-        out = Path(root) if root else synthetic_root(synth_minutes, seed)
+        if root is not None:
+            raise FileNotFoundError(f"{root} does not hold the splits {splits}; use root=None to render the corpus")
+        out = synthetic_root(synth_minutes, seed)
         librispeech_root = out / "LibriSpeech"
         if not (out / ".complete").exists():
             from asr_helpers.synthetic import synthesize_corpus

@@ -8,10 +8,10 @@ file) or ``fetch`` (file, then optionally ``safe_extract``). The rules, and why:
 - An interrupted download resumes with an HTTP Range request; a server that ignores Range
   gets a fresh start, a 416 means the part is already whole. Multi-gigabyte LibriSpeech
   archives over a notebook connection do get cut.
-- Archives come from the internet: members that would land outside the destination
-  (absolute paths, ``..``, links pointing out, device files) are refused before anything is
-  written, and extraction happens in a scratch folder so a half-extracted archive never
-  looks finished.
+- Archives come from the internet: a member that would land outside the destination
+  (absolute path, ``..``, link pointing out or through another link, device file) is
+  refused before it is written. Extraction happens in a scratch folder that is deleted on
+  any failure, so a refused or half-extracted archive never looks finished.
 """
 from __future__ import annotations
 
@@ -72,6 +72,8 @@ def download(
     """
     dest = Path(dest)
     _check_url(url)
+    if dest.is_dir():
+        raise DownloadError(f"cannot download {url} to {dest}: it is a folder; give a file path")
     if dest.exists() and not overwrite:
         problem = _verify(dest, sha256=sha256, md5=md5, size=size)
         if problem:
@@ -117,7 +119,10 @@ def fetch(
     name = posixpath.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
     if not name:
         raise DownloadError(f"cannot tell a file name from {url}; download() it to a path")
-    if extract and extraction_marker(dest_dir / name, dest_dir).exists() and not overwrite:
+    marker = extraction_marker(dest_dir / name, dest_dir)
+    if extract and overwrite:
+        marker.unlink(missing_ok=True)
+    if extract and marker.exists():
         return dest_dir
     archive = download(
         url, dest_dir / name, sha256=sha256, md5=md5, size=size, progress=progress,
@@ -190,18 +195,38 @@ def _transfer(url: str, part: Path, offset: int, progress: bool) -> None:
         received = 0
         with part.open("ab" if start else "wb") as out, \
                 _progress_bar(part.name, start, length, progress) as advance:
-            try:
-                for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
-                    out.write(chunk)
-                    received += len(chunk)
-                    advance(len(chunk))
-            except (OSError, http.client.HTTPException) as exc:
-                raise _Transient(f"connection lost after {start + received} bytes: {exc}") from exc
-            finally:
-                out.flush()
-                os.fsync(out.fileno())
+            while chunk := _read(stream, start + received):
+                _write(out, chunk, part)
+                received += len(chunk)
+                advance(len(chunk))
+            _sync(out, part)
     if length is not None and received < length:
         raise _Transient(f"connection closed after {start + received} of {start + length} bytes")
+
+
+def _read(stream: BinaryIO, position: int) -> bytes:
+    """Next chunk of the body; a dropped or timed-out connection is worth a resume."""
+    try:
+        return stream.read(CHUNK_BYTES)
+    except (OSError, http.client.HTTPException) as exc:
+        raise _Transient(f"connection lost after {position} bytes: {exc}") from exc
+
+
+def _write(out: BinaryIO, chunk: bytes, part: Path) -> None:
+    """Append ``chunk``. A full or read-only disk is reported, not retried."""
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise DownloadError(f"cannot write {part}: {exc}") from exc
+
+
+def _sync(out: BinaryIO, part: Path) -> None:
+    """Flush to disk, so the file renamed into place later survives a crash intact."""
+    try:
+        out.flush()
+        os.fsync(out.fileno())
+    except OSError as exc:
+        raise DownloadError(f"cannot write {part}: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -266,7 +291,8 @@ def _served_start(url: str, response: http.client.HTTPResponse, offset: int) -> 
             f"cannot resume {url}: unreadable Content-Range {content_range!r}"
         ) from exc
     if start != offset:
-        raise DownloadError(f"cannot resume {url}: asked for byte {offset}, got {content_range!r}")
+        raise DownloadError(f"cannot resume {url}: asked for byte {offset}, got "
+                            f"{content_range!r}; delete the .part file to start over")
     return start
 
 
@@ -325,8 +351,9 @@ def safe_extract(archive: Path, dest: Path) -> Path:
 def _extract_tar(archive: Path, scratch: Path) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
+            symlinks: set[str] = set()
             for member in tar:
-                _check_tar_member(member, archive)
+                _check_tar_member(member, archive, symlinks)
                 _extract_member(tar, member, scratch, archive)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArchiveError(f"cannot extract {archive}: {exc}") from exc
@@ -344,17 +371,34 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, scratch: Path
         tar.extract(member, scratch)
 
 
-def _check_tar_member(member: tarfile.TarInfo, archive: Path) -> None:
-    """Refuse members that could write outside the destination."""
+def _check_tar_member(member: tarfile.TarInfo, archive: Path, symlinks: set[str]) -> None:
+    """Refuse members that could write outside the destination.
+
+    Paths are checked as text, so nothing may be reached *through* an earlier symlink of
+    the archive (``a -> ..`` then ``a/b -> ..`` would climb out one level per link).
+    """
     name = _inside(member.name, ".", archive)
     if member.isdev():
         raise ArchiveError(f"refusing {archive}: {member.name!r} is a device or FIFO")
     if member.issym():
-        _inside(member.linkname, posixpath.dirname(name), archive, what="symlink target")
+        target = _inside(member.linkname, posixpath.dirname(name), archive, what="symlink target")
+        _not_through(symlinks, target, archive, member.name)
+        symlinks.add(name)
     elif member.islnk():
-        _inside(member.linkname, ".", archive, what="hard link target")
+        _not_through(symlinks, _inside(member.linkname, ".", archive, what="hard link target"),
+                     archive, member.name)
     elif not (member.isfile() or member.isdir()):
         raise ArchiveError(f"refusing {archive}: {member.name!r} has an unsupported type")
+    _not_through(symlinks, posixpath.dirname(name), archive, member.name)
+
+
+def _not_through(symlinks: set[str], path: str, archive: Path, member: str) -> None:
+    """Refuse ``path`` when it or one of its parent folders is a symlink from the archive."""
+    parts = path.split("/")
+    for end in range(1, len(parts) + 1):
+        if "/".join(parts[:end]) in symlinks:
+            raise ArchiveError(f"refusing {archive}: {member!r} goes through symlink "
+                               f"{'/'.join(parts[:end])!r}")
 
 
 def _inside(name: str, base: str, archive: Path, what: str = "member") -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_helpers import paths
-from asr_helpers.download import ArchiveError, DownloadError, fetch
+from asr_helpers.download import ArchiveError, DownloadError, extraction_marker, fetch
 
 KAGGLE_INPUT = Path("/kaggle/input")
 SEARCH_DEPTH = 6          # /kaggle/input/<dataset>/<split>/LibriSpeech/<split> is 4 deep
@@ -126,21 +126,23 @@ def split_url(split: str, mirror: str | None = None, base_url: str | None = None
     return f"{host}/resources/{info.resource}/{info.archive}"
 
 
-def default_search_roots() -> list[Path]:
-    """Where copies may already be: Kaggle input datasets, then the project data folder."""
-    return [KAGGLE_INPUT, paths.data_dir()]
-
-
 def find_mounted(split: str, search_roots: list[Path] | None = None) -> Path | None:
     """The LibriSpeech root holding a usable ``<split>/`` under ``search_roots``, or None.
 
     Kaggle datasets nest the split in different ways (``<ds>/LibriSpeech/<split>``,
     ``<ds>/<split>/LibriSpeech/<split>``, ...), so this walks breadth first to a bounded
     depth, never into speaker folders or hidden ones, and returns the shallowest match.
+    Without ``search_roots`` it checks the project's own copy, ``data_dir()/LibriSpeech``,
+    and then walks ``/kaggle/input``. The data folder itself is not walked: it also holds
+    the synthetic corpus in LibriSpeech layout, which must never pass for the real thing.
     """
     split_info(split)
-    roots = default_search_roots() if search_roots is None else search_roots
-    for root in roots:
+    if search_roots is None:
+        own = paths.data_dir() / "LibriSpeech"
+        if _is_split_dir(own / split):
+            return own
+        search_roots = [KAGGLE_INPUT]
+    for root in search_roots:
         found = _search(Path(root), split)
         if found is not None:
             return found
@@ -158,20 +160,25 @@ def ensure_split(
 ) -> Path:
     """Make ``split`` available and return the LibriSpeech root that contains it.
 
-    Looks in ``root`` (default ``paths.data_dir()``) and Kaggle inputs first; otherwise
-    downloads ``<split>.tar.gz`` into ``root`` (from ``base_url``, the named ``mirror``, or
-    each OpenSLR mirror in turn), verifies and extracts it to ``root/LibriSpeech/<split>``.
-    The archive is deleted afterwards unless ``keep_archive`` (it doubles the disk use).
+    Uses ``root/LibriSpeech/<split>`` (``root`` defaults to ``paths.data_dir()``) or a
+    Kaggle input copy when there is one. Otherwise downloads ``<split>.tar.gz`` into
+    ``root`` (from ``base_url``, the named ``mirror``, or each OpenSLR mirror in turn),
+    verifies it and extracts it to ``root/LibriSpeech/<split>``. The archive is deleted
+    afterwards unless ``keep_archive`` (keeping it doubles the disk use).
     """
     info = split_info(split)
     root = Path(root) if root is not None else paths.data_dir()
-    found = find_mounted(split, [root, KAGGLE_INPUT])
+    librispeech = root / "LibriSpeech"
+    if _is_split_dir(librispeech / split):
+        return librispeech
+    found = find_mounted(split, [KAGGLE_INPUT])
     if found is not None:
         return found
     if base_url is not None:
         urls = [split_url(split, base_url=base_url)]
     else:
         urls = [split_url(split, mirror=name) for name in ([mirror] if mirror else MIRRORS)]
+    extraction_marker(root / info.archive, root).unlink(missing_ok=True)  # split was deleted
     failures = []
     for url in urls:
         try:
@@ -186,7 +193,6 @@ def ensure_split(
         raise DownloadError(f"could not get LibriSpeech {split}:\n  " + "\n  ".join(failures))
     if not keep_archive:
         (root / info.archive).unlink(missing_ok=True)
-    librispeech = root / "LibriSpeech"
     if not _is_split_dir(librispeech / split):
         raise DownloadError(
             f"{info.archive} was extracted into {root} but {librispeech / split} holds no "

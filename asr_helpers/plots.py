@@ -62,3 +62,19 @@ def curves_figure(history: list[dict], x: str = "step"):
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def augmentation_figure(original, augmented, features, title: str):
+    """Waveform and log-mel of an utterance before and after an augmentation."""
+    import torch
+    figure, axes = plt.subplots(2, 2, figsize=(13, 4.2), gridspec_kw={"height_ratios": [1, 1.6]})
+    for column, (wave, label) in enumerate([(original, "original"), (augmented, title)]):
+        wave = torch.as_tensor(wave)
+        logmel, _ = features(wave[None], torch.tensor([len(wave)]))
+        waveform_figure(wave.numpy(), features.sample_rate, f"{label} ({len(wave) / features.sample_rate:.2f} s)",
+                        ax=axes[0, column])
+        axes[0, column].set_ylim(-1, 1)
+        spectrogram_figure(logmel[0].numpy(), ax=axes[1, column])
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from asr_helpers import paths
+from asr_helpers.augment import WaveAugment, spec_augment_from_preset
 from asr_helpers.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from asr_helpers.config import TrainConfig
 from asr_helpers.corpora import prepare_corpus
@@ -73,13 +74,13 @@ def build_tokenizer(config: TrainConfig, texts: list[str], run_dir: Path):
 
 
 def ctc_feasible(utterances: list[Utterance], tokenizer, model: DeepSpeech2, features: LogMelFeatures,
-                 slowest_speed: float = 1.1) -> tuple[list[Utterance], int]:
+                 max_speed_factor: float = 1.0) -> tuple[list[Utterance], int]:
     """Drop utterances whose transcript needs more CTC frames than the audio yields.
 
     CTC needs one frame per token plus a blank between repeated tokens; speed perturbation can
-    shorten the audio by up to ``slowest_speed``.
+    make the audio up to ``max_speed_factor`` times shorter.
     """
-    samples = torch.tensor([int(u.seconds * features.sample_rate / slowest_speed) for u in utterances])
+    samples = torch.tensor([int(u.seconds * features.sample_rate / max_speed_factor) for u in utterances])
     frames = model.output_lengths(features.frame_lengths(samples)).tolist()
     kept = []
     for utt, available in zip(utterances, frames):
@@ -136,13 +137,13 @@ class Trainer:
         self.model_config = model_config(c.model_size, self.tokenizer.vocab_size, rnn_mode=rnn_mode)
         self.features = LogMelFeatures(self.model_config.n_mels).to(self.device)
         self.model = DeepSpeech2(self.model_config).to(self.device)
-        train, infeasible = ctc_feasible(train, self.tokenizer, self.model, self.features)
+        self.wave_augment = WaveAugment.from_config(c.augment)
+        self.spec_augment = spec_augment_from_preset(c.augment, self.model_config.n_mels).to(self.device)
+        train, infeasible = ctc_feasible(train, self.tokenizer, self.model, self.features,
+                                         self.wave_augment.max_speed_factor)
         if infeasible:
             print(f"dropped {infeasible} training utterances whose transcript is too long for CTC")
         self.dev = {split: self._dev_subset(load_splits(root, [split])) for split in c.dev_splits}
-        from asr_helpers.augment import SpecAugment, WaveAugment, spec_augment_from_preset
-        self.wave_augment = WaveAugment.from_config(c.augment)
-        self.spec_augment: SpecAugment = spec_augment_from_preset(c.augment).to(self.device)
         self.train_set = SpeechDataset(train, self.tokenizer, self.wave_augment, seed=c.seed)
         self.sampler = LengthBucketSampler([u.seconds for u in train], c.batch_seconds, c.max_batch_size,
                                            seed=c.seed, num_replicas=self.world, rank=self.rank)
@@ -373,3 +374,25 @@ def train(config: TrainConfig | dict) -> dict:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def launch(config: TrainConfig | dict, gpus: int | None = None) -> dict:
+    """Train in this process, or with ``torchrun`` on every visible GPU when there are several."""
+    import subprocess
+    import sys
+
+    import yaml
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if gpus <= 1:
+        return train(config)
+    run_dir = paths.runs_dir() / config.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.to_dict()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+               "-m", "asr_helpers", "train", "--config", str(config_path)]
+    print("launching:", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return json.loads((run_dir / "train_summary.json").read_text())

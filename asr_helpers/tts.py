@@ -160,10 +160,15 @@ def _festival_script(voice: Voice, jobs: list[tuple[str, Prosody, Path]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def _pitch_by_resampling(voice: Voice) -> bool:
+    """Festival voices and flite voices that ignore ``int_f0_target_mean`` (rms) have no pitch control."""
+    return voice.engine == "festival" or (voice.engine == "flite" and voice.f0 is None)
+
+
 def render(voice: Voice, texts: list[str], prosodies: list[Prosody], workdir: Path) -> list[np.ndarray | str]:
     """Speak each text; per text a 16 kHz float32 wave, or a reason string when it failed."""
     wavs = [Path(workdir) / f"{i:05d}.wav" for i in range(len(texts))]
-    pitches = [p.pitch if voice.f0 is None or voice.engine == "festival" else 1.0 for p in prosodies]
+    pitches = [p.pitch if _pitch_by_resampling(voice) else 1.0 for p in prosodies]
     if voice.engine == "festival":
         script = Path(workdir) / "render.scm"
         script.write_text(_festival_script(voice, list(zip(texts, prosodies, wavs))), encoding="utf-8")

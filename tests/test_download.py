@@ -137,6 +137,13 @@ def test_unreachable_server_is_retried_then_reported(tmp_path):
         download(url, tmp_path / "blob.bin", progress=False)
 
 
+def test_folder_as_destination_is_a_clear_error(file_server, tmp_path):
+    url = _serve(file_server, "blob.bin", PAYLOAD)
+    with pytest.raises(DownloadError, match="it is a folder"):
+        download(url, tmp_path, progress=False)
+    assert file_server.requests == []
+
+
 def test_file_url_downloads_and_resumes(tmp_path):
     source = tmp_path / "source.bin"
     source.write_bytes(PAYLOAD)
@@ -246,6 +253,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tar
         (_member("LibriSpeech/link", tarfile.SYMTYPE, "/etc/passwd"), "absolute"),
         (_member("LibriSpeech/hard", tarfile.LNKTYPE, "../outside"), "hard link"),
         (_member("LibriSpeech/tty", tarfile.CHRTYPE), "device"),
+        (_member("LibriSpeech/up", tarfile.SYMTYPE, ".."), "through symlink"),
         (_member("LibriSpeech/fifo", tarfile.FIFOTYPE), "device"),
     ],
 )
@@ -253,7 +261,11 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tar
 def test_unsafe_tar_members_are_refused(tmp_path, monkeypatch, member, message, stdlib_filter):
     if not stdlib_filter:
         monkeypatch.delattr(tarfile, "data_filter", raising=False)
-    archive = _tar(tmp_path, (_member("LibriSpeech/ok.txt"), b"fine"), (member, b"evil"))
+    climb = [member]
+    if member.issym() and member.linkname == "..":  # a -> .. then a/b -> .. climbs out
+        climb.append(_member("LibriSpeech/up/up2", tarfile.SYMTYPE, ".."))
+    archive = _tar(tmp_path, (_member("LibriSpeech/ok.txt"), b"fine"),
+                   *[(info, b"evil") for info in climb])
     dest = tmp_path / "deep" / "dest"
     with pytest.raises(ArchiveError, match=message):
         safe_extract(archive, dest)
@@ -262,11 +274,13 @@ def test_unsafe_tar_members_are_refused(tmp_path, monkeypatch, member, message, 
     assert not (tmp_path / "deep" / "escape.txt").exists()
 
 
-def test_symlink_inside_the_archive_is_allowed(tmp_path):
+def test_links_inside_the_archive_are_allowed(tmp_path):
     archive = _tar(tmp_path, (_member("a/target.txt"), b"data"),
-                   (_member("a/link", tarfile.SYMTYPE, "target.txt"), b""))
+                   (_member("a/link", tarfile.SYMTYPE, "target.txt"), b""),
+                   (_member("a/hard", tarfile.LNKTYPE, "a/target.txt"), b""))
     safe_extract(archive, tmp_path / "out")
     assert os.readlink(tmp_path / "out" / "a" / "link") == "target.txt"
+    assert (tmp_path / "out" / "a" / "hard").read_bytes() == b"data"
 
 
 def test_unsafe_zip_member_is_refused(tmp_path):

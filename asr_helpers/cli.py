@@ -1,0 +1,161 @@
+"""``python -m asr_helpers ...``: the command-line entry points graders and notebooks use.
+
+Each command imports its module lazily, so ``--help`` is instant and a missing optional
+dependency only affects the command that needs it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _corpus_synth(args) -> None:
+    from asr_helpers.synthetic import synthesize_corpus
+    print(json.dumps(synthesize_corpus(args.out, minutes=args.minutes, seed=args.seed, workers=args.workers), indent=2))
+
+
+def _corpus_index(args) -> None:
+    from asr_helpers.manifest import index_split
+    for split in args.split:
+        print(index_split(args.root, split).summary())
+
+
+def _download_librispeech(args) -> None:
+    from asr_helpers.librispeech import ensure_split
+    for split in args.split:
+        print(ensure_split(split, root=args.root))
+
+
+def _download_checkpoint(args) -> None:
+    from asr_helpers.download import download
+    print(download(args.url, args.out, sha256=args.sha256))
+
+
+def _download_lm(args) -> None:
+    from asr_helpers.lm import download_lm
+    print(download_lm(args.name, args.out))
+
+
+def _lm_build(args) -> None:
+    from asr_helpers.lm import build_ngram
+    print(build_ngram(args.text, args.order, args.out))
+
+
+def _train(args) -> None:
+    import yaml
+
+    from asr_helpers.training import train
+    values = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    for item in args.set or []:
+        key, _, raw = item.partition("=")
+        values[key] = yaml.safe_load(raw)
+    print(json.dumps(train(values), indent=2, default=str))
+
+
+def _transcribe(args) -> None:
+    from asr_helpers.inference import transcribe
+    report = transcribe(args.checkpoint, args.input, args.output, decoder=args.decoder, lm_path=args.lm,
+                        beam_width=args.beam_width)
+    print(report.summary())
+    if report.written == 0:
+        sys.exit(1)
+
+
+def _score(args) -> None:
+    from asr_helpers.metrics import score_folders
+    report = score_folders(args.references, args.predictions)
+    print(report.summary() if hasattr(report, "summary") else report)
+
+
+def _bench(args) -> None:
+    from asr_helpers import bench
+    result = bench.run(args.what, args)
+    print(json.dumps(result))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m asr_helpers", description="asr-workbook command line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log skipped files and details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    corpus = commands.add_parser("corpus", help="the offline TTS corpus").add_subparsers(dest="action", required=True)
+    synth = corpus.add_parser("synth", help="render speech with Debian TTS voices in LibriSpeech layout")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--minutes", type=float, default=60.0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=None)
+    synth.set_defaults(func=_corpus_synth)
+    index = corpus.add_parser("index", help="index a LibriSpeech-layout root and print a summary")
+    index.add_argument("--root", type=Path, required=True)
+    index.add_argument("--split", nargs="+", required=True)
+    index.set_defaults(func=_corpus_index)
+
+    download = commands.add_parser("download", help="verified, resumable downloads").add_subparsers(dest="what", required=True)
+    libri = download.add_parser("librispeech", help="LibriSpeech splits (mounted copies are used when found)")
+    libri.add_argument("--split", nargs="+", required=True)
+    libri.add_argument("--root", type=Path, default=None)
+    libri.set_defaults(func=_download_librispeech)
+    ckpt = download.add_parser("checkpoint", help="a model checkpoint by URL and SHA-256")
+    ckpt.add_argument("--url", required=True)
+    ckpt.add_argument("--sha256", required=True)
+    ckpt.add_argument("--out", type=Path, required=True)
+    ckpt.set_defaults(func=_download_checkpoint)
+    dl_lm = download.add_parser("lm", help="an OpenSLR resource 11 language model")
+    dl_lm.add_argument("--name", default="3-gram.pruned.1e-7")
+    dl_lm.add_argument("--out", type=Path, required=True)
+    dl_lm.set_defaults(func=_download_lm)
+
+    lm = commands.add_parser("lm", help="n-gram language models").add_subparsers(dest="action", required=True)
+    build = lm.add_parser("build", help="build an ARPA + KenLM binary from a text file")
+    build.add_argument("--text", type=Path, required=True)
+    build.add_argument("--order", type=int, default=3)
+    build.add_argument("--out", type=Path, required=True)
+    build.set_defaults(func=_lm_build)
+    lm_dl = lm.add_parser("download", help="same as `download lm`")
+    lm_dl.add_argument("--name", default="3-gram.pruned.1e-7")
+    lm_dl.add_argument("--out", type=Path, required=True)
+    lm_dl.set_defaults(func=_download_lm)
+
+    train = commands.add_parser("train", help="train from a YAML config (what torchrun launches)")
+    train.add_argument("--config", type=Path, default=None)
+    train.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config values")
+    train.set_defaults(func=_train)
+
+    transcribe = commands.add_parser("transcribe", help="write <name>.txt for each audio file")
+    transcribe.add_argument("--checkpoint", type=Path, required=True)
+    transcribe.add_argument("--input", type=Path, nargs="+", required=True, help="audio files or folders")
+    transcribe.add_argument("--output", type=Path, required=True)
+    transcribe.add_argument("--decoder", choices=("greedy", "beam", "lm"), default="beam")
+    transcribe.add_argument("--lm", type=Path, default=None, help="KenLM model (arpa or binary) for --decoder lm")
+    transcribe.add_argument("--beam-width", type=int, default=32)
+    transcribe.set_defaults(func=_transcribe)
+
+    score = commands.add_parser("score", help="corpus WER/CER of a predictions folder against references")
+    score.add_argument("--references", type=Path, required=True)
+    score.add_argument("--predictions", type=Path, required=True)
+    score.set_defaults(func=_score)
+
+    bench = commands.add_parser("bench", help="throughput benchmarks (JSON line on stdout)")
+    bench.add_argument("what", choices=("train", "data", "decode"))
+    bench.add_argument("--model", default="small")
+    bench.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--precision", default="auto")
+    bench.add_argument("--batch-seconds", type=float, default=160.0)
+    bench.add_argument("--workers", type=int, default=2)
+    bench.add_argument("--compare-baseline", action="store_true")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,88 @@
+"""Run the numbered notebooks headless with papermill and a parameter profile.
+
+A profile (``notebooks/params/<name>.yaml``) is one flat mapping; each notebook receives only
+the keys its ``parameters`` cell declares, so papermill never warns about foreign parameters.
+Executed copies land in ``artifacts/executed/<profile>/``; a marker records a finished stage so
+``--skip-done`` can resume a long run after a failure.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from asr_helpers import paths
+
+NOTEBOOKS_DIR = paths.REPO_ROOT / "notebooks"
+PROFILES_DIR = NOTEBOOKS_DIR / "params"
+
+
+def load_profile(name: str) -> dict:
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no profile {name!r} ({path}); known profiles: {known}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def notebook_parameters(notebook: Path, profile: dict) -> dict:
+    """The profile's values for the parameters this notebook declares."""
+    import papermill
+    declared = papermill.inspect_notebook(str(notebook))
+    return {k: v for k, v in profile.items() if k in declared}
+
+
+def _stamp(notebook: Path, parameters: dict) -> str:
+    digest = hashlib.sha1(notebook.read_bytes() + json.dumps(parameters, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def run_notebooks(profile_name: str, only: list[str] | None = None, skip_done: bool = False) -> None:
+    """Execute notebooks 00..05 in order; stop at the first failure, naming the notebook."""
+    import papermill
+    profile = load_profile(profile_name)
+    out_dir = paths.artifacts_dir() / "executed" / profile_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
+    for notebook in notebooks:
+        parameters = notebook_parameters(notebook, profile)
+        marker = out_dir / f".{notebook.stem}.completed"
+        if skip_done and marker.exists() and marker.read_text() == _stamp(notebook, parameters):
+            print(f"[skip] {notebook.name}: finished earlier with the same parameters")
+            continue
+        started = time.monotonic()
+        print(f"[run ] {notebook.name} {parameters}", flush=True)
+        try:
+            papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,
+                                       cwd=str(paths.REPO_ROOT), kernel_name="python3", progress_bar=False,
+                                       log_output=False)
+        except papermill.PapermillExecutionError as error:
+            print(f"[FAIL] {notebook.name}: {error.ename}: {error.evalue}\n"
+                  f"       executed copy with the traceback: {out_dir / notebook.name}", file=sys.stderr)
+            sys.exit(1)
+        marker.write_text(_stamp(notebook, parameters))
+        print(f"[done] {notebook.name} in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="run the workbook notebooks headless")
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 03")
+    parser.add_argument("--skip-done", action="store_true", help="skip notebooks finished with the same parameters")
+    args = parser.parse_args()
+    try:
+        run_notebooks(args.profile, args.only, args.skip_done)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Notebook start-up: where we run (local, Kaggle, Colab), seeds, versions and device."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+from pathlib import Path
+
+
+def environment() -> str:
+    """``kaggle``, ``colab`` or ``local``."""
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or Path("/kaggle/working").exists():
+        return "kaggle"
+    if os.environ.get("COLAB_RELEASE_TAG") or Path("/content").exists() and "google.colab" in _modules():
+        return "colab"
+    return "local"
+
+
+def _modules() -> set[str]:
+    import sys
+    return set(sys.modules)
+
+
+def _wandb_key_from_secrets(env: str) -> None:
+    """Export a W&B key stored as a Kaggle secret or Colab user secret named WANDB_API_KEY."""
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        if env == "kaggle":
+            from kaggle_secrets import UserSecretsClient
+            os.environ["WANDB_API_KEY"] = UserSecretsClient().get_secret("WANDB_API_KEY")
+        elif env == "colab":
+            from google.colab import userdata
+            os.environ["WANDB_API_KEY"] = userdata.get("WANDB_API_KEY")
+    except Exception:  # no secret stored: W&B stays offline
+        os.environ.pop("WANDB_API_KEY", None)
+
+
+def setup(seed: int = 0) -> dict:
+    """Seed everything, point artifacts at persistent storage on Kaggle, print versions and device."""
+    import numpy as np
+    import torch
+    import torchaudio
+
+    env = environment()
+    if env == "kaggle":
+        os.environ.setdefault("ASR_ARTIFACTS_DIR", "/kaggle/working/artifacts")
+        os.environ.setdefault("ASR_DATA_DIR", "/kaggle/working/data")
+    _wandb_key_from_secrets(env)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    info = {"environment": env, "python": platform.python_version(), "torch": torch.__version__,
+            "torchaudio": torchaudio.__version__, "numpy": np.__version__, "device": device,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "cpu_threads": torch.get_num_threads()}
+    print(" | ".join(f"{k}: {v}" for k, v in info.items() if v not in ([], None)))
+    return info

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# asr-workbook driver.
+#   ./run_all.sh [PROFILE] [--skip-done] [--only 00 03]   set up, then run notebooks 00..05 headless
+#                                                        with notebooks/params/PROFILE.yaml (default: demo)
+#   ./run_all.sh test [PYTEST ARGS]                       set up, then run the test suite
+#   ./run_all.sh setup                                    set up only
+# Setup (idempotent): Debian packages for the TTS corpus and KenLM, a virtual environment in
+# .venv with requirements.txt, and KenLM's lmplz/build_binary in .tools/.
+set -euo pipefail
+cd "$(dirname "$0")"
+REPO=$(pwd)
+VENV="$REPO/.venv"
+PY="$VENV/bin/python"
+APT_PACKAGES="python3 python3-venv python3-dev git build-essential cmake libsndfile1 \
+  flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng \
+  libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
+  zlib1g-dev libbz2-dev liblzma-dev"
+
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+
+system_packages() {
+  local missing=0
+  for tool in flite text2wave espeak-ng cmake g++; do command -v "$tool" >/dev/null || missing=1; done
+  [ -d /usr/share/festival/voices/english/kal_diphone ] || missing=1
+  [ "$missing" = 0 ] && return
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    log "missing system packages; install them as root: apt-get install -y $APT_PACKAGES"; exit 1
+  fi
+  log "installing Debian packages (TTS voices, build tools)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $APT_PACKAGES >/dev/null
+}
+
+python_env() {
+  if [ -x "$PY" ] && "$PY" -c "import asr_helpers, torch, torchaudio, kenlm, pyctcdecode, papermill" 2>/dev/null; then
+    return
+  fi
+  log "creating $VENV and installing requirements.txt (a few minutes the first time)"
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  "$PY" -m pip install -q --upgrade pip
+  "$PY" -m pip install -q --no-deps -e "$REPO"
+  "$PY" -m asr_helpers.install
+}
+
+kenlm_tools() {
+  "$PY" -c "from asr_helpers.lm import ensure_kenlm_tools; ensure_kenlm_tools()"
+}
+
+setup() {
+  system_packages
+  python_env
+  kenlm_tools
+  export PATH="$VENV/bin:$PATH"
+}
+
+case "${1:-demo}" in
+  setup) setup ;;
+  test)
+    shift || true
+    setup
+    log "running the tests"
+    exec "$PY" -m pytest "$@" ;;
+  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup] [--skip-done] [--only NN ...]"; exit 2 ;;
+  *)
+    profile=$1; shift
+    setup
+    log "running notebooks with profile '$profile'"
+    start=$(date +%s)
+    "$PY" -m asr_helpers.notebooks --profile "$profile" "$@"
+    log "all notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/$profile/" ;;
+esac

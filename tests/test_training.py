@@ -1,0 +1,94 @@
+"""Trainer behaviour on a tiny tone corpus: resume exactness, DDP equivalence, budget, bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from asr_helpers import paths
+from asr_helpers.checkpoint import load_checkpoint, load_model
+from asr_helpers.config import TrainConfig
+from asr_helpers.model import DeepSpeech2, model_config
+from asr_helpers.training import train
+
+BASE = dict(corpus="librispeech", dev_splits=["dev-clean"], model_size="tiny", epochs=2, batch_seconds=6.0, max_seconds=6.0, lr=3e-3,
+            augment="full", num_workers=0, wandb_mode="disabled", eval_utterances=3, log_every=1)
+
+
+def _weights(run: str) -> dict:
+    return load_checkpoint(paths.runs_dir() / run / "last.pt")["model"]
+
+
+def test_resume_mid_epoch_ends_with_identical_weights(tiny_corpus):
+    full = train(dict(BASE, run_name="full", data_root=str(tiny_corpus)))
+    assert full["steps"] > 4 and full["stop_reason"] == "epochs done"
+    stopped = train(dict(BASE, run_name="split", data_root=str(tiny_corpus), max_steps=full["steps"] // 2 + 1))
+    assert stopped["stop_reason"] == "max_steps"
+    state = load_checkpoint(paths.runs_dir() / "split" / "last.pt")
+    assert state["sampler"]["position"] > 0, "the interruption must fall mid-epoch"
+    resumed = train(dict(BASE, run_name="split", data_root=str(tiny_corpus), resume=True))
+    assert resumed["steps"] == full["steps"]
+    a, b = _weights("full"), _weights("split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_is_self_describing(tiny_corpus):
+    train(dict(BASE, run_name="desc", data_root=str(tiny_corpus), epochs=1))
+    model, tokenizer, config = load_model(paths.runs_dir() / "desc" / "best.pt")
+    assert tokenizer.vocab_size == model.config.vocab_size == 29
+    assert config["model_size"] == "tiny"
+    history = (paths.runs_dir() / "desc" / "history.jsonl").read_text()
+    for key in ('"loss"', '"grad_norm"', '"lr"', '"audio_sec_per_sec"', '"eval/dev-clean"', '"cer"'):
+        assert key in history
+
+
+def test_time_budget_stops_cleanly_and_saves(tiny_corpus):
+    summary = train(dict(BASE, run_name="budget", data_root=str(tiny_corpus), epochs=50, time_budget_minutes=0.001))
+    assert summary["stop_reason"] == "time budget" and summary["steps"] <= 2
+    assert (paths.runs_dir() / "budget" / "last.pt").exists()
+
+
+def test_unreadable_audio_is_skipped_and_counted(tiny_corpus):
+    victim = next((tiny_corpus / "train-clean-100").rglob("*.flac"))
+    summary_before = train(dict(BASE, run_name="ok", data_root=str(tiny_corpus), epochs=1))
+    assert summary_before["skips"] == {}
+    victim.write_bytes(b"\x00" * 10)  # corrupted after indexing: the header check cannot see it
+    summary = train(dict(BASE, run_name="bad", data_root=str(tiny_corpus), epochs=1))
+    assert summary["skips"].get("unreadable audio") == 1
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="max_seconds"):
+        TrainConfig(batch_seconds=10, max_seconds=20)
+
+
+def test_ddp_two_processes_end_with_identical_weights(tiny_corpus, tmp_path):
+    script = tmp_path / "ddp_check.py"
+    script.write_text(
+        "import sys, torch, torch.distributed as dist\n"
+        "from asr_helpers.training import Trainer\n"
+        "from asr_helpers.config import TrainConfig\n"
+        "config = TrainConfig(corpus='librispeech', data_root=sys.argv[1], run_name='ddp', dev_splits=['dev-clean'], model_size='tiny',\n"
+        "    epochs=1, batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode='disabled', max_steps=3)\n"
+        "trainer = Trainer(config)\n"
+        "trainer.fit()\n"
+        "flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])\n"
+        "torch.save(flat, sys.argv[2] + f'/rank{dist.get_rank()}.pt')\n"
+        "dist.destroy_process_group()\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), str(tiny_corpus), str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    torch.manual_seed(0)
+    initial = torch.cat([p.detach().flatten() for p in DeepSpeech2(model_config("tiny", 29)).parameters()])
+    assert torch.equal(rank0, rank1), "DDP ranks diverged"
+    assert not torch.equal(rank0, initial), "no training step was applied"
