@@ -34,7 +34,7 @@ _SPOKEN_LETTERS = {"a", "i", "o"}
 
 def read_novels(rdata_base: Path = JANEAUSTENR_DATA) -> dict[str, list[str]]:
     """Novel name -> its text lines, straight from the R package's ``Rdata.rdx``/``.rdb`` pair."""
-    import rdata
+    import rdata  # only needed to rebuild the list, not to use it
 
     index_path, db_path = rdata_base.with_suffix(".rdx"), rdata_base.with_suffix(".rdb")
     if not index_path.exists() or not db_path.exists():

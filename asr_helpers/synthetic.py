@@ -15,13 +15,12 @@ import shutil
 import tempfile
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile
-import torch
 
 from asr_helpers import tts
 from asr_helpers.sentences import load_sentences
@@ -116,7 +115,7 @@ def sentences_by_split(sentences: list[str] | None = None) -> dict[str, list[str
 
 @dataclass(frozen=True)
 class ChapterJob:
-    """One chapter to render: a voice reading consecutive sentences into one folder."""
+    """One chapter to render: a voice reading a batch of sentences into one folder."""
 
     cv: CorpusVoice
     chapter: int
@@ -152,7 +151,8 @@ def _plan(minutes: float, seed: int, voices: list[CorpusVoice], split_dirs: dict
         for cv in split_voices:
             texts: list[str] = []
             seconds = 0.0
-            while not texts or seconds < budget * cv.weight:
+            # stop when one more sentence of average length would overshoot by more than half
+            while not texts or seconds * (1 + 0.5 / len(texts)) < budget * cv.weight:
                 text = next(pool, None)
                 if text is None:
                     log.warning("%s: ran out of sentences for %s", split, cv.voice.name)
@@ -160,9 +160,10 @@ def _plan(minutes: float, seed: int, voices: list[CorpusVoice], split_dirs: dict
                 texts.append(text)
                 seconds += _estimate_seconds(text)
             n_chapters = min(CHAPTERS_PER_SPEAKER, max(1, round(len(texts) / UTTERANCES_PER_CHAPTER)))
-            for k, chunk in enumerate(np.array_split(np.array(texts, dtype=object), n_chapters)):
-                if len(chunk):
-                    jobs.append(ChapterJob(cv, cv.speaker * 10 + k + 1, tuple(chunk), seed, split_dirs[split]))
+            size = -(-len(texts) // n_chapters)
+            for k, first in enumerate(range(0, len(texts), size)):
+                jobs.append(ChapterJob(cv, cv.speaker * 10 + k + 1, tuple(texts[first:first + size]), seed,
+                                       split_dirs[split]))
     return jobs
 
 
@@ -201,7 +202,6 @@ def _finish(wave: np.ndarray, rng: np.random.Generator, other: bool) -> np.ndarr
 
 def _render_chapter(job: ChapterJob) -> ChapterResult:
     """Render, finish and write one chapter (runs in a worker process)."""
-    torch.set_num_threads(1)
     cv, result = job.cv, ChapterResult(job.cv, job.chapter)
     rng = np.random.default_rng([job.seed, job.chapter])
     prosodies = [Prosody(rng.uniform(*RATE_RANGE), rng.uniform(*PITCH_RANGE)) for _ in job.texts]
@@ -227,6 +227,17 @@ def _render_chapter(job: ChapterJob) -> ChapterResult:
     if lines:
         (folder / f"{cv.speaker}-{job.chapter}.trans.txt").write_text("".join(lines), encoding="utf-8")
     return result
+
+
+def _collect(job: ChapterJob, future: Future) -> ChapterResult:
+    """The chapter's result; a chapter whose worker failed is removed and counted as skipped."""
+    try:
+        return future.result()
+    except Exception as error:  # one broken chapter must not cost the whole corpus
+        shutil.rmtree(job.split_dir / str(job.cv.speaker) / str(job.chapter), ignore_errors=True)
+        reason = f"chapter {job.chapter} failed ({type(error).__name__}: {error})"
+        return ChapterResult(job.cv, job.chapter, skipped=[f"{job.cv.voice.name} {t[:40]!r}: {reason}"
+                                                           for t in job.texts])
 
 
 def _write_tables(root: Path, results: list[ChapterResult]) -> None:
@@ -265,11 +276,14 @@ def synthesize_corpus(out: Path, minutes: float, seed: int = 0, workers: int | N
     """
     if not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     workers = workers or os.cpu_count() or 1
     start = time.perf_counter()
     missing = tts.unavailable([cv.voice for cv in VOICES])
-    for name, reason in missing.items():
-        log.warning("voice %s unavailable: %s", name, reason)
+    for cv in VOICES:
+        if cv.voice.name in missing:
+            log.warning("voice %s (%s) unavailable: %s", cv.voice.name, cv.split, missing[cv.voice.name])
     voices = [cv for cv in VOICES if cv.voice.name not in missing]
     root = Path(out) / "LibriSpeech"
     split_dirs = {split: root / split for split in SPLIT_SHARES}
@@ -279,9 +293,10 @@ def synthesize_corpus(out: Path, minutes: float, seed: int = 0, workers: int | N
             shutil.rmtree(folder)
     root.mkdir(parents=True, exist_ok=True)
     jobs = _plan(minutes, seed, voices, split_dirs)
-    jobs.sort(key=lambda job: (job.cv.voice.engine != "festival", -sum(map(len, job.texts))))
+    jobs.sort(key=lambda job: -sum(map(len, job.texts)))  # longest first keeps the workers busy to the end
     with ProcessPoolExecutor(max_workers=min(workers, max(1, len(jobs)))) as pool:
-        results = list(pool.map(_render_chapter, jobs))
+        futures = [(job, pool.submit(_render_chapter, job)) for job in jobs]
+        results = [_collect(job, future) for job, future in futures]
     _write_tables(root, results)
     wall = time.perf_counter() - start
     summary: dict = {"out": str(root), "seed": seed, "workers": workers, "splits": {},

@@ -254,7 +254,8 @@ class Trainer:
                     if batch is None:
                         self.skips["batch with no readable audio"] += 1
                         continue
-                    self.skips["unreadable audio"] += batch.skipped
+                    if batch.skipped:
+                        self.skips["unreadable audio"] += batch.skipped
                     batch = batch.to(self.device)
                     loss = self._train_batch(batch)
                     if not self._all_finite(loss):
@@ -262,7 +263,7 @@ class Trainer:
                         self.optimizer.zero_grad(set_to_none=True)
                         continue
                     self.scaler.scale(loss / c.grad_accum).backward()
-                    loss_sum, loss_count = loss_sum + float(loss), loss_count + 1
+                    loss_sum, loss_count = loss_sum + float(loss.detach()), loss_count + 1
                     window_seconds += batch.audio_seconds
                     self.trained_seconds += batch.audio_seconds * self.world
                     if self.batch_in_epoch % c.grad_accum and self.batch_in_epoch < len(self.sampler):

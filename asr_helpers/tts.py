@@ -9,6 +9,7 @@ Festival loads slowly, so one festival process renders a whole batch of sentence
 """
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -16,19 +17,25 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-import torch
-import torchaudio.functional as AF
 
 SAMPLE_RATE = 16000
 ENGINES = ("flite", "festival", "espeak-ng")
 _TIMEOUT_S = 60.0
 _ESPEAK_WPM = 175
 _ESPEAK_PITCH = 50
+_ROLLOFF = 0.95          # resampler pass band, as a fraction of the lower Nyquist frequency
+_ZERO_CROSSINGS = 16     # resampler filter length, in zero crossings either side
+_KAISER_BETA = 8.6       # resampler window: about 80 dB stop-band attenuation
 
 
 @dataclass(frozen=True)
 class Voice:
-    """One engine voice; ``source`` names the recorded person behind it ('' for formant synthesis)."""
+    """One engine voice.
+
+    ``source`` names the recorded person behind it ('' for formant synthesis), ``package`` the
+    apt package that provides it, and ``f0`` a flite voice's mean pitch for its
+    ``int_f0_target_mean`` control (None where the voice ignores it: pitch by resampling).
+    """
 
     name: str
     engine: str
@@ -61,22 +68,25 @@ def _run(cmd: list[str], timeout: float = _TIMEOUT_S) -> str | None:
     return None
 
 
+def _stdout(cmd: list[str]) -> str:
+    """What a listing command prints; '' when it fails, so the voices count as unavailable."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=_TIMEOUT_S).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def _listed_voices(engine: str) -> set[str] | None:
     """Voice names the installed engine offers, or None when the engine is not installed."""
     if shutil.which(engine) is None:
         return None
     if engine == "flite":
-        out = subprocess.run(["flite", "-lv"], capture_output=True, text=True, timeout=_TIMEOUT_S).stdout
-        return set(out.partition(":")[2].split())
+        return set(_stdout(["flite", "-lv"]).partition(":")[2].split())
     if engine == "festival":
-        out = subprocess.run(["festival", "-b", "(print (voice.list))"], capture_output=True, text=True,
-                             timeout=_TIMEOUT_S).stdout
-        return set(out.strip("()\n ").split())
+        return set(_stdout(["festival", "-b", "(print (voice.list))"]).strip("()\n ").split())
     found = set()
     for kind in ("en", "variant"):
-        out = subprocess.run(["espeak-ng", f"--voices={kind}"], capture_output=True, text=True,
-                             timeout=_TIMEOUT_S).stdout
-        for row in out.splitlines()[1:]:
+        for row in _stdout(["espeak-ng", f"--voices={kind}"]).splitlines()[1:]:
             cols = row.split()
             if len(cols) >= 5:
                 found.add(cols[1] if kind == "en" else "+" + cols[4].rpartition("/")[2])
@@ -103,8 +113,34 @@ def unavailable(voices: list[Voice]) -> dict[str, str]:
     return missing
 
 
+def _sinc_taps(orig: int, new: int, up: int, down: int) -> tuple[np.ndarray, int]:
+    """Per-phase taps of a Kaiser-windowed sinc low-pass at the lower Nyquist, and the half width."""
+    cutoff = _ROLLOFF * min(orig, new)                      # two-sided band edge in Hz
+    half = int(np.ceil(_ZERO_CROSSINGS * orig / cutoff))   # input samples either side
+    offsets = np.arange(-half + 1, half + 1)
+    frac = (np.arange(up) * down % up) / up
+    t = (offsets[None, :] - frac[:, None]) / orig            # seconds from each tap to the output instant
+    reach = _ZERO_CROSSINGS / cutoff
+    window = np.i0(_KAISER_BETA * np.sqrt(np.clip(1 - (t / reach) ** 2, 0, None))) / np.i0(_KAISER_BETA)
+    return (cutoff / orig * np.sinc(cutoff * t) * window).astype(np.float32), half
+
+
+def resample(wave: np.ndarray, orig: int, new: int) -> np.ndarray:
+    """Polyphase windowed-sinc resampling in numpy (about 80 dB stop band)."""
+    g = math.gcd(orig, new)
+    up, down = new // g, orig // g
+    taps, half = _sinc_taps(orig, new, up, down)
+    padded = np.pad(wave.astype(np.float32), (half, half + down + 1))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half)
+    out = np.empty(-(-len(wave) * up // down), dtype=np.float32)
+    for phase in range(min(up, len(out))):
+        starts = np.arange(phase, len(out), up) * down // up   # first input sample of each window
+        out[phase::up] = windows[starts + 1] @ taps[phase]
+    return out
+
+
 def to_sample_rate(wave: np.ndarray, rate: int, pitch: float = 1.0) -> np.ndarray:
-    """Resample to 16 kHz with a Kaiser-windowed sinc; ``pitch`` != 1 plays it faster/higher.
+    """Resample to 16 kHz; ``pitch`` != 1 plays it faster/higher.
 
     The source is read as if recorded at ``rate * pitch`` (rounded to 100 Hz so the polyphase
     filter stays small), which raises pitch and tempo together like a tape played fast.
@@ -112,10 +148,7 @@ def to_sample_rate(wave: np.ndarray, rate: int, pitch: float = 1.0) -> np.ndarra
     source_rate = int(round(rate * pitch / 100.0)) * 100
     if source_rate == SAMPLE_RATE:
         return wave.astype(np.float32)
-    out = AF.resample(torch.from_numpy(wave.astype(np.float32)), source_rate, SAMPLE_RATE,
-                      lowpass_filter_width=16, rolloff=0.945, resampling_method="sinc_interp_kaiser",
-                      beta=14.769656459379492)
-    return out.numpy()
+    return resample(wave, source_rate, SAMPLE_RATE)
 
 
 def _read(path: Path, pitch: float) -> np.ndarray | str:
@@ -145,7 +178,7 @@ def _espeak(voice: Voice, text: str, prosody: Prosody, wav: Path) -> str | None:
 
 
 def _festival_script(voice: Voice, jobs: list[tuple[str, Prosody, Path]]) -> str:
-    """One scheme program rendering every job; a failing sentence prints a marker and the rest go on."""
+    """One scheme program rendering every job; a sentence that fails is skipped and the rest go on."""
     lines = [f"(voice_{voice.voice})",
              "(set! base_stretch (or (Parameter.get 'Duration_Stretch) 1.0))",
              "(set! base_hts (if (symbol-bound? 'hts_engine_params) hts_engine_params nil))"]

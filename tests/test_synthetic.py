@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import shutil
+from concurrent.futures import Future
 from itertools import combinations
 from pathlib import Path
 
@@ -195,3 +197,37 @@ def test_resampling_keeps_frequency_and_pitch_shift_raises_it():
         assert len(out) == pytest.approx(tts.SAMPLE_RATE / pitch, rel=0.01)
         peak = np.argmax(np.abs(np.fft.rfft(out))) * tts.SAMPLE_RATE / len(out)
         assert peak == pytest.approx(440 * pitch, rel=0.01)
+    out = tts.resample(tone, rate, 16000)
+    exact = np.sin(2 * np.pi * 440 * np.arange(len(out)) / 16000)
+    assert np.max(np.abs(out - exact)[1000:-1000]) < 1e-3
+
+
+def test_resampling_removes_what_would_alias():
+    rate = 22050
+    above_nyquist = np.sin(2 * np.pi * 9000 * np.arange(rate) / rate).astype(np.float32)
+    assert np.max(np.abs(tts.resample(above_nyquist, rate, 16000)[1000:-1000])) < 1e-3
+
+
+def test_failed_chapter_is_counted_not_raised(tmp_path):
+    cv = synthetic.VOICES[0]
+    job = synthetic.ChapterJob(cv, cv.speaker * 10 + 1, ("one sentence", "another sentence"), 0, tmp_path)
+    (tmp_path / str(cv.speaker) / str(job.chapter)).mkdir(parents=True)
+    future = Future()
+    future.set_exception(OSError("disk full"))
+    result = synthetic._collect(job, future)
+    assert result.utterances == 0 and len(result.skipped) == 2 and "disk full" in result.skipped[0]
+    assert not (tmp_path / str(cv.speaker) / str(job.chapter)).exists()
+
+
+@needs_engines
+def test_missing_voice_is_reported_and_left_out(tmp_path, monkeypatch, caplog):
+    gone = synthetic.VOICES[0].voice.name
+    monkeypatch.setattr(tts, "unavailable", lambda voices: {gone: "flite has no voice rms (apt-get install flite)"})
+    with caplog.at_level(logging.WARNING, logger="asr_helpers.synthetic"):
+        summary = synthetic.synthesize_corpus(tmp_path, minutes=0.2, workers=1)
+    assert gone in caplog.text and "apt-get install flite" in caplog.text
+    assert summary["unavailable_voices"] == {gone: "flite has no voice rms (apt-get install flite)"}
+    train_dir = tmp_path / "LibriSpeech" / synthetic.TRAIN_SPLIT
+    assert str(synthetic.VOICES[0].speaker) not in {p.name for p in train_dir.iterdir()}
+    assert summary["splits"][synthetic.TRAIN_SPLIT]["speakers"] == sum(
+        cv.split == synthetic.TRAIN_SPLIT for cv in synthetic.VOICES) - 1
