@@ -67,7 +67,7 @@ def _transcribe(args) -> None:
 def _score(args) -> None:
     from asr_helpers.metrics import score_folders
     report = score_folders(args.references, args.predictions)
-    print(report.summary() if hasattr(report, "summary") else report)
+    print(report.summary())
 
 
 def _bench(args) -> None:

@@ -42,6 +42,21 @@ def _stamp(notebook: Path, parameters: dict) -> str:
     return digest.hexdigest()
 
 
+def export_html(executed: Path) -> list[Path]:
+    """The executed report as HTML into ``artifacts/``: with code, and without it for graders."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    notebook = nbformat.read(executed, as_version=4)
+    written = []
+    for suffix, exclude_input in (("", False), ("-no-code", True)):
+        html, _ = HTMLExporter(exclude_input=exclude_input, exclude_input_prompt=exclude_input,
+                               exclude_output_prompt=exclude_input).from_notebook_node(notebook)
+        path = paths.artifacts_dir() / f"report{suffix}.html"
+        path.write_text(html, encoding="utf-8")
+        written.append(path)
+    return written
+
+
 def run_notebooks(profile_name: str, only: list[str] | None = None, skip_done: bool = False) -> None:
     """Execute notebooks 00..05 in order; stop at the first failure, naming the notebook."""
     import papermill
@@ -67,6 +82,9 @@ def run_notebooks(profile_name: str, only: list[str] | None = None, skip_done: b
             print(f"[FAIL] {notebook.name}: {error.ename}: {error.evalue}\n"
                   f"       executed copy with the traceback: {out_dir / notebook.name}", file=sys.stderr)
             sys.exit(1)
+        if notebook.stem.startswith("05"):
+            for path in export_html(out_dir / notebook.name):
+                print(f"[html] {path}")
         marker.write_text(_stamp(notebook, parameters))
         print(f"[done] {notebook.name} in {time.monotonic() - started:.0f} s", flush=True)
 

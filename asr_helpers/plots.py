@@ -78,3 +78,20 @@ def augmentation_figure(original, augmented, features, title: str):
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def alpha_beta_figure(result):
+    """Dev WER over the alpha (LM weight) x beta (word bonus) grid of ``lm.tune_alpha_beta``."""
+    grid = np.asarray(result.grid)
+    figure, ax = plt.subplots(figsize=(1.1 * len(result.betas) + 2, 0.6 * len(result.alphas) + 1.5))
+    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(result.betas)), [f"{b:g}" for b in result.betas])
+    ax.set_yticks(range(len(result.alphas)), [f"{a:g}" for a in result.alphas])
+    ax.set(xlabel="beta (word bonus)", ylabel="alpha (LM weight)", title=f"dev WER; best alpha={result.alpha:g}, beta={result.beta:g}")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7, color="white")
+    figure.colorbar(image, ax=ax)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -7,6 +7,8 @@ a reason rather than silently altered, because the audio says something we canno
 """
 from __future__ import annotations
 
+import base64
+import io
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -75,8 +77,65 @@ class CharTokenizer:
         return {"kind": self.kind, "alphabet": self.alphabet}
 
 
+class BPETokenizer:
+    """Sentencepiece BPE pieces behind a blank (id 0): fewer, longer output units than characters.
+
+    Labels use sentencepiece's word-start mark, which pyctcdecode recognises as BPE; the
+    unknown piece is written the way pyctcdecode expects.
+    """
+
+    kind = "bpe"
+    UNK_LABEL = "\u2581\u2047\u2581"
+
+    def __init__(self, model: bytes):
+        import sentencepiece
+        self.model = model
+        self._sp = sentencepiece.SentencePieceProcessor(model_proto=model)
+
+    blank_id = 0
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size() + 1
+
+    @property
+    def labels(self) -> list[str]:
+        pieces = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+        return [""] + [self.UNK_LABEL if self._sp.is_unknown(i) else p for i, p in enumerate(pieces)]
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - set(ALPHABET))
+        if unknown:
+            raise TextError(f"unsupported characters {''.join(unknown)!r}")
+        return [i + 1 for i in self._sp.encode(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self._sp.decode([i - 1 for i in ids if i != self.blank_id])
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "model": base64.b64encode(self.model).decode("ascii")}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, BPETokenizer) and other.model == self.model
+
+
+def train_bpe(texts: list[str], vocab_size: int) -> BPETokenizer:
+    """A BPE model of about ``vocab_size`` pieces learnt from (training-split) transcripts."""
+    import sentencepiece
+    if vocab_size < len(ALPHABET) + 2:
+        raise ValueError(f"bpe vocab_size must be at least {len(ALPHABET) + 2}, got {vocab_size}")
+    buffer = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buffer, vocab_size=vocab_size, model_type="bpe",
+        character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, hard_vocab_limit=False,
+        minloglevel=2)
+    return BPETokenizer(buffer.getvalue())
+
+
 def tokenizer_from_dict(state: dict):
     """Rebuild a tokenizer stored in a checkpoint."""
     if state["kind"] == "char":
         return CharTokenizer(alphabet=state["alphabet"])
+    if state["kind"] == "bpe":
+        return BPETokenizer(base64.b64decode(state["model"]))
     raise ValueError(f"unknown tokenizer kind {state['kind']!r}")

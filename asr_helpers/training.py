@@ -33,6 +33,7 @@ from asr_helpers.evaluation import autocast_context, ctc_loss, evaluate
 from asr_helpers.features import LogMelFeatures
 from asr_helpers.manifest import Utterance, load_splits
 from asr_helpers.model import DeepSpeech2, config_to_dict, model_config
+from asr_helpers.schedule import one_cycle, session_progress
 from asr_helpers.text import CharTokenizer
 from asr_helpers.tracking import Tracker
 
@@ -64,12 +65,12 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def build_tokenizer(config: TrainConfig, texts: list[str], run_dir: Path):
+def build_tokenizer(config: TrainConfig, texts: list[str]):
     if config.tokenizer == "char":
         return CharTokenizer()
     if config.tokenizer == "bpe":
         from asr_helpers.text import train_bpe
-        return train_bpe(texts, config.bpe_vocab_size, run_dir / "bpe")
+        return train_bpe(texts, config.bpe_vocab_size)
     raise ValueError(f"tokenizer must be 'char' or 'bpe', not {config.tokenizer!r}")
 
 
@@ -119,6 +120,7 @@ class Trainer:
         self.best_wer = math.inf
         self.trained_seconds = 0.0
         self.last_eval_step, self.last_eval = -1, {}
+        self.progress = 0.0
         if config.resume:
             self._resume(self.run_dir / "last.pt")
 
@@ -132,7 +134,7 @@ class Trainer:
         train = load_splits(root, c.train_splits, max_seconds=c.max_seconds)
         if not train:
             raise RuntimeError(f"no usable training utterances in {root} {c.train_splits}")
-        self.tokenizer = build_tokenizer(c, [u.text for u in train], self.run_dir)
+        self.tokenizer = build_tokenizer(c, [u.text for u in train])
         rnn_mode = c.rnn_mode if c.rnn_mode != "auto" else ("packed" if self.device.type == "cuda" else "masked")
         self.model_config = model_config(c.model_size, self.tokenizer.vocab_size, rnn_mode=rnn_mode)
         self.features = LogMelFeatures(self.model_config.n_mels).to(self.device)
@@ -149,10 +151,7 @@ class Trainer:
                                            seed=c.seed, num_replicas=self.world, rank=self.rank)
         steps_per_epoch = math.ceil(len(self.sampler) / c.grad_accum)
         self.total_steps = steps_per_epoch * c.epochs
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=c.lr, total_steps=self.total_steps, pct_start=c.warmup_fraction,
-            anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self._lr(0.0), weight_decay=c.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
@@ -182,7 +181,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "model_config": config_to_dict(self.model_config),
             "tokenizer": self.tokenizer.to_dict(), "train_config": self.config.to_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "progress": self.progress,
             "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
             "sampler": {"epoch": self.epoch, "position": self.batch_in_epoch}, "rng": rng_state(),
             "best_wer": self.best_wer, "last_eval_step": self.last_eval_step,
@@ -199,7 +198,7 @@ class Trainer:
         state = load_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = state["progress"]
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["sampler"]["position"]
         self.best_wer, self.trained_seconds = state["best_wer"], state["trained_seconds"]
@@ -217,6 +216,9 @@ class Trainer:
             log_probs, out_lengths = self.net(feats, lengths)
         return ctc_loss(log_probs, out_lengths, batch.targets, batch.target_lengths, self.tokenizer.blank_id)
 
+    def _lr(self, progress: float) -> float:
+        return one_cycle(progress, self.config.lr, self.config.warmup_fraction)
+
     def _optimizer_step(self) -> float:
         self.scaler.unscale_(self.optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
@@ -226,18 +228,24 @@ class Trainer:
             self.skips["non-finite gradient"] += 1
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.step < self.total_steps:
-            self.scheduler.step()
         self.step += 1
+        self.progress = self._agreed(session_progress(self.step, self.total_steps, self._session_start_progress,
+                                                      time.monotonic() - self._session_start, self._budget))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(self.progress)
         return grad_norm
 
     def fit(self) -> dict:
         """Train until the epochs, ``max_steps`` or the time budget run out; returns final dev metrics."""
         c = self.config
         tracker = Tracker(self.run_dir, c.to_dict(), c.wandb_mode, active=self.is_main)
+        if self.is_main:
+            (self.run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
         started = time.monotonic()
         last_save = started
         budget = c.time_budget_minutes * 60 if c.time_budget_minutes else math.inf
+        self._session_start, self._session_start_progress = started, self.progress
+        self._budget = c.time_budget_minutes * 60 if c.time_budget_minutes else None
         stop_reason = "epochs done"
         evals_at = self._eval_points()
         try:
@@ -245,12 +253,12 @@ class Trainer:
                 self.sampler.set_epoch(self.epoch)
                 self.sampler.load_state_dict({"epoch": self.epoch, "position": self.batch_in_epoch})
                 self.train_set.set_epoch(self.epoch)
-                progress = tqdm(total=len(self.sampler), initial=self.batch_in_epoch, disable=not self.is_main,
-                                desc=f"epoch {self.epoch + 1}/{c.epochs}", mininterval=5, leave=False)
+                bar = tqdm(total=len(self.sampler), initial=self.batch_in_epoch, disable=not self.is_main,
+                           desc=f"epoch {self.epoch + 1}/{c.epochs}", mininterval=5, leave=False)
                 window_seconds, window_start, loss_sum, loss_count = 0.0, time.monotonic(), 0.0, 0
                 for batch in self._loader():
                     self.batch_in_epoch += 1
-                    progress.update()
+                    bar.update()
                     if batch is None:
                         self.skips["batch with no readable audio"] += 1
                         continue
@@ -272,16 +280,16 @@ class Trainer:
                     if self.step % c.log_every == 0 and self.is_main:
                         elapsed = time.monotonic() - window_start
                         values = {"loss": loss_sum / max(loss_count, 1), "grad_norm": grad_norm,
-                                  "lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch + self.batch_in_epoch / len(self.sampler),
+                                  "lr": self.optimizer.param_groups[0]["lr"], "epoch": self.epoch + self.batch_in_epoch / len(self.sampler),
                                   "step_time": elapsed / c.log_every, "audio_sec_per_sec": window_seconds * self.world / elapsed,
                                   "minutes": (time.monotonic() - started) / 60, "audio_hours": self.trained_seconds / 3600}
                         tracker.scalars("train", values, self.step)
-                        progress.set_postfix(loss=f"{values['loss']:.3f}", audio_x=f"{values['audio_sec_per_sec']:.0f}")
+                        bar.set_postfix(loss=f"{values['loss']:.3f}", audio_x=f"{values['audio_sec_per_sec']:.0f}")
                         window_seconds, window_start, loss_sum, loss_count = 0.0, time.monotonic(), 0.0, 0
                     if self.batch_in_epoch in evals_at:
                         self._evaluate(tracker, started)
                     now = time.monotonic()
-                    if now - started > budget:
+                    if self._agreed(float(now - started > budget)):
                         stop_reason = "time budget"
                         break
                     if c.max_steps is not None and self.step >= c.max_steps:
@@ -290,7 +298,7 @@ class Trainer:
                     if now - last_save > c.checkpoint_minutes * 60:
                         self.save("last.pt")
                         last_save = now
-                progress.close()
+                bar.close()
                 if stop_reason == "epochs done":
                     if self.is_main and self.epoch % c.media_every_epochs == 0:
                         self._log_media(tracker, batch)
@@ -315,6 +323,14 @@ class Trainer:
         """Batch positions within an epoch after which the dev splits are evaluated."""
         n = len(self.sampler)
         return {max(1, round(n * k / self.config.evals_per_epoch)) for k in range(1, self.config.evals_per_epoch + 1)}
+
+    def _agreed(self, value: float) -> float:
+        """The largest value over all ranks, so time-based decisions are identical under DDP."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor(value, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return float(tensor)
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         """Whether every rank's loss is finite (all ranks must skip together under DDP)."""

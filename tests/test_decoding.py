@@ -226,6 +226,8 @@ def test_lm_decoder_without_lm_matches_greedy_and_pool_matches_serial():
 def test_lm_decoder_names_a_missing_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="download_lm"):
         LMDecoder(TOK.labels, tmp_path / "nope.bin")
+    with pytest.raises(ValueError, match="pass lm_path"):
+        LMDecoder(TOK.labels, unigrams=["the"])
 
 
 def test_bench_decode_reports_rates(caplog):

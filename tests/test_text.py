@@ -32,3 +32,18 @@ def test_tokenizer_rejects_unknown_characters_and_restores_from_dict():
     with pytest.raises(TextError, match="'7'"):
         tok.encode("route 7")
     assert tokenizer_from_dict(tok.to_dict()) == tok
+
+
+def test_bpe_tokenizer_round_trip_labels_and_checkpoint_state():
+    from asr_helpers.text import BPETokenizer, train_bpe
+    texts = ["the cat sat on the mat", "her sister read an old letter", "it's a fine day by the fire"] * 30
+    tok = train_bpe(texts, vocab_size=48)
+    ids = tok.encode("the sister sat by the fire")
+    assert 0 not in ids and tok.decode(ids) == "the sister sat by the fire"
+    assert len(ids) < len("the sister sat by the fire")          # pieces are longer than characters
+    assert tok.labels[0] == "" and len(tok.labels) == tok.vocab_size
+    assert any(label.startswith("\u2581") for label in tok.labels)  # pyctcdecode's BPE convention
+    restored = tokenizer_from_dict(tok.to_dict())
+    assert isinstance(restored, BPETokenizer) and restored.encode("the cat") == tok.encode("the cat")
+    with pytest.raises(TextError):
+        tok.encode("route 66")

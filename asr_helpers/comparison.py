@@ -1,0 +1,103 @@
+"""Compare decoders on whole splits: greedy, own prefix beam search, and beam search + LM.
+
+The network runs once per split; its log-probs are cached next to the checkpoint, so tuning
+alpha/beta and trying decoders costs decoding time only.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from asr_helpers.checkpoint import load_model
+from asr_helpers.decoding import beam_decode, greedy_decode
+from asr_helpers.evaluation import ModelOutputs, compute_outputs
+from asr_helpers.features import LogMelFeatures
+from asr_helpers.manifest import Utterance
+from asr_helpers.metrics import cer, utterance_errors, wer
+
+
+def cached_outputs(checkpoint: Path, utterances: list[Utterance], name: str, device: str | None = None) -> ModelOutputs:
+    """Log-probs of ``utterances`` under ``checkpoint``, cached as ``logprobs-<name>.npz`` beside it."""
+    checkpoint = Path(checkpoint)
+    cache = checkpoint.parent / f"logprobs-{name}.npz"
+    stamp = f"{checkpoint.stat().st_mtime_ns}-{len(utterances)}"
+    if cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        if str(data["stamp"]) == stamp:
+            arrays = [data[f"u{i}"] for i in range(len(data["ids"]))]
+            return ModelOutputs(list(data["ids"]), list(data["references"]), arrays, float(data["loss"]))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tokenizer, _ = load_model(checkpoint, dev)
+    features = LogMelFeatures(model.config.n_mels).to(dev)
+    outputs = compute_outputs(model, features, utterances, tokenizer, dev)
+    np.savez(cache, stamp=stamp, ids=np.array(outputs.ids), references=np.array(outputs.references),
+             loss=outputs.loss, **{f"u{i}": a for i, a in enumerate(outputs.log_probs)})
+    return outputs
+
+
+@dataclass
+class SplitDecodes:
+    split: str
+    ids: list[str]
+    references: list[str]
+    texts: dict[str, list[str]] = field(default_factory=dict)     # decoder -> hypotheses
+    seconds: dict[str, float] = field(default_factory=dict)       # decoder -> wall seconds for the split
+
+
+def _batch(log_probs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(log_probs)[None], torch.tensor([len(log_probs)])
+
+
+def decode_split(split: str, outputs: ModelOutputs, tokenizer, beam_width: int = 32, lm_decoder=None,
+                 pool_size: int = 2) -> SplitDecodes:
+    """Hypotheses and timing of each decoder on one split's cached log-probs."""
+    result = SplitDecodes(split, outputs.ids, outputs.references)
+    runs = {
+        "greedy": lambda: [greedy_decode(*_batch(lp), tokenizer)[0] for lp in outputs.log_probs],
+        "beam": lambda: [beam_decode(*_batch(lp), tokenizer, beam_width)[0] for lp in outputs.log_probs],
+    }
+    if lm_decoder is not None:
+        runs["beam+lm"] = lambda: lm_decoder.decode_batch(outputs.log_probs, pool_size)
+    for name, run in runs.items():
+        started = time.perf_counter()
+        result.texts[name] = run()
+        result.seconds[name] = time.perf_counter() - started
+    return result
+
+
+def decoder_table(results: list[SplitDecodes]) -> pd.DataFrame:
+    """WER, CER and milliseconds per utterance for every split and decoder."""
+    rows = []
+    for result in results:
+        for name, texts in result.texts.items():
+            rows.append({"split": result.split, "decoder": name, "wer": wer(result.references, texts),
+                         "cer": cer(result.references, texts), "utterances": len(texts),
+                         "ms_per_utterance": 1000 * result.seconds[name] / max(len(texts), 1)})
+    return pd.DataFrame(rows)
+
+
+def lm_effects(result: SplitDecodes, base: str = "beam", with_lm: str = "beam+lm", top: int = 5) -> pd.DataFrame:
+    """Utterances where the LM fixed the most words, and where it broke the most."""
+    rows = []
+    for utt_id, ref, before, after in zip(result.ids, result.references, result.texts[base], result.texts[with_lm]):
+        change = utterance_errors(ref, before)["wer"] - utterance_errors(ref, after)["wer"]
+        if before != after:
+            rows.append({"id": utt_id, "reference": ref, base: before, with_lm: after, "wer_gain": round(change, 3)})
+    frame = pd.DataFrame(rows, columns=["id", "reference", base, with_lm, "wer_gain"])
+    frame = frame.sort_values("wer_gain", ascending=False)
+    return pd.concat([frame.head(top).assign(effect="fixed"), frame[frame.wer_gain < 0].tail(top).assign(effect="broke")])
+
+
+def write_recogs(result: SplitDecodes, folder: Path) -> list[Path]:
+    """``recogs-<split>-<decoder>.txt`` (id, reference, hypothesis), icefall style, for the report."""
+    written = []
+    for name, texts in result.texts.items():
+        path = Path(folder) / f"recogs-{result.split}-{name.replace('+', '_')}.txt"
+        path.write_text("".join(f"{i}\tref={r}\thyp={h}\n" for i, r, h in zip(result.ids, result.references, texts)))
+        written.append(path)
+    return written
