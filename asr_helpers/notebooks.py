@@ -1,7 +1,8 @@
 """Run the numbered notebooks headless with papermill and a parameter profile.
 
-A profile (``notebooks/params/<name>.yaml``) is one flat mapping; each notebook receives only
-the keys its ``parameters`` cell declares, so papermill never warns about foreign parameters.
+A profile (``notebooks/params/<name>.yaml``) maps parameter names to values, with optional
+per-notebook sections; each notebook receives only the keys its ``parameters`` cell declares, so
+papermill never warns about foreign parameters.
 Executed copies land in ``artifacts/executed/<profile>/``; a marker records a finished stage so
 ``--skip-done`` can resume a long run after a failure.
 """
@@ -31,10 +32,16 @@ def load_profile(name: str) -> dict:
 
 
 def notebook_parameters(notebook: Path, profile: dict) -> dict:
-    """The profile's values for the parameters this notebook declares."""
+    """The profile's values for the parameters this notebook declares.
+
+    Top-level keys are shared by every notebook; a section named after a notebook (e.g.
+    ``02_one_batch_test:``) overrides them for that notebook only.
+    """
     import papermill
     declared = papermill.inspect_notebook(str(notebook))
-    return {k: v for k, v in profile.items() if k in declared}
+    values = {k: v for k, v in profile.items() if not isinstance(v, dict)}
+    values.update(profile.get(notebook.stem, {}))
+    return {k: v for k, v in values.items() if k in declared}
 
 
 def _stamp(notebook: Path, parameters: dict) -> str:

@@ -45,9 +45,8 @@ def overfit_one_batch(root: Path, split: str, model_size: str = "small", batch_s
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
-        losses.append(float(loss))
-    model.eval()
-    with torch.no_grad():
+        losses.append(float(loss.detach()))
+    with torch.no_grad():  # still in training mode: BatchNorm's running averages lag behind a few dozen steps
         log_probs, out_lengths = model(feats, lengths)
     return OverfitResult(losses, batch.texts, greedy_decode(log_probs, out_lengths, tokenizer),
                          time.monotonic() - started)
