@@ -3,6 +3,7 @@
 #   ./run_all.sh [PROFILE] [--skip-done] [--only 00 03]   set up, then run notebooks 00..05 headless
 #                                                        with notebooks/params/PROFILE.yaml (default: demo)
 #   ./run_all.sh test [PYTEST ARGS]                       set up, then run the test suite
+#   ./run_all.sh ablations                                augmentation and BPE ablation runs (3 x 10 min on CPU)
 #   ./run_all.sh setup                                    set up only
 # Setup (idempotent): Debian packages for the TTS corpus and KenLM, a virtual environment in
 # .venv with requirements.txt, and KenLM's lmplz/build_binary in .tools/.
@@ -60,7 +61,17 @@ case "${1:-demo}" in
     setup
     log "running the tests"
     exec "$PY" -m pytest "$@" ;;
-  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup] [--skip-done] [--only NN ...]"; exit 2 ;;
+  ablations)
+    # Same budget, one setting changed: augmentation none vs full, then characters vs BPE.
+    setup
+    for spec in "ablation-aug-none augment=none" "ablation-aug-full augment=full" \
+                "ablation-bpe augment=full tokenizer=bpe"; do
+      set -- $spec
+      log "ablation run $1"
+      "$PY" -m asr_helpers.notebooks --profile ablation --only 03 --skip-done --set "run_name=$1" "${@:2}"
+    done
+    log "ablations done; re-render the report with: ./run_all.sh demo --only 05" ;;
+  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|ablations] [--skip-done] [--only NN ...]"; exit 2 ;;
   *)
     profile=$1; shift
     setup

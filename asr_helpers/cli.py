@@ -76,6 +76,12 @@ def _bench(args) -> None:
     print(json.dumps(result))
 
 
+def _lm_download_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default="3-gram.pruned.1e-7", help="3-gram.pruned.1e-7, 4-gram, ...")
+    parser.add_argument("--out", type=Path, default=None, help="default: artifacts/lm/librispeech")
+    parser.set_defaults(func=_download_lm)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m asr_helpers", description="asr-workbook command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log skipped files and details")
@@ -103,10 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--sha256", required=True)
     ckpt.add_argument("--out", type=Path, required=True)
     ckpt.set_defaults(func=_download_checkpoint)
-    dl_lm = download.add_parser("lm", help="an OpenSLR resource 11 language model")
-    dl_lm.add_argument("--name", default="3-gram.pruned.1e-7")
-    dl_lm.add_argument("--out", type=Path, required=True)
-    dl_lm.set_defaults(func=_download_lm)
+    _lm_download_parser(download.add_parser("lm", help="an OpenSLR resource 11 language model"))
 
     lm = commands.add_parser("lm", help="n-gram language models").add_subparsers(dest="action", required=True)
     build = lm.add_parser("build", help="build an ARPA + KenLM binary from a text file")
@@ -114,10 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--order", type=int, default=3)
     build.add_argument("--out", type=Path, required=True)
     build.set_defaults(func=_lm_build)
-    lm_dl = lm.add_parser("download", help="same as `download lm`")
-    lm_dl.add_argument("--name", default="3-gram.pruned.1e-7")
-    lm_dl.add_argument("--out", type=Path, required=True)
-    lm_dl.set_defaults(func=_download_lm)
+    _lm_download_parser(lm.add_parser("download", help="same as `download lm`"))
 
     train = commands.add_parser("train", help="train from a YAML config (what torchrun launches)")
     train.add_argument("--config", type=Path, default=None)

@@ -64,10 +64,16 @@ def export_html(executed: Path) -> list[Path]:
     return written
 
 
-def run_notebooks(profile_name: str, only: list[str] | None = None, skip_done: bool = False) -> None:
-    """Execute notebooks 00..05 in order; stop at the first failure, naming the notebook."""
+def run_notebooks(profile_name: str, only: list[str] | None = None, skip_done: bool = False,
+                  overrides: dict | None = None) -> None:
+    """Execute notebooks 00..05 in order; stop at the first failure, naming the notebook.
+
+    ``overrides`` replace profile values (``--set run_name=x augment=none``); the executed copies
+    then carry the run name, so several runs of one notebook keep their own record.
+    """
     import papermill
-    profile = load_profile(profile_name)
+    profile = {**load_profile(profile_name), **(overrides or {})}
+    suffix = f"-{overrides['run_name']}" if overrides and "run_name" in overrides else ""
     out_dir = paths.artifacts_dir() / "executed" / profile_name
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -75,22 +81,23 @@ def run_notebooks(profile_name: str, only: list[str] | None = None, skip_done: b
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
     for notebook in notebooks:
         parameters = notebook_parameters(notebook, profile)
-        marker = out_dir / f".{notebook.stem}.completed"
+        executed = out_dir / f"{notebook.stem}{suffix}.ipynb"
+        marker = out_dir / f".{executed.stem}.completed"
         if skip_done and marker.exists() and marker.read_text() == _stamp(notebook, parameters):
             print(f"[skip] {notebook.name}: finished earlier with the same parameters")
             continue
         started = time.monotonic()
         print(f"[run ] {notebook.name} {parameters}", flush=True)
         try:
-            papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,
+            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters,
                                        cwd=str(paths.REPO_ROOT), kernel_name="python3", progress_bar=False,
                                        log_output=False)
         except papermill.PapermillExecutionError as error:
             print(f"[FAIL] {notebook.name}: {error.ename}: {error.evalue}\n"
-                  f"       executed copy with the traceback: {out_dir / notebook.name}", file=sys.stderr)
+                  f"       executed copy with the traceback: {executed}", file=sys.stderr)
             sys.exit(1)
         if notebook.stem.startswith("05"):
-            for path in export_html(out_dir / notebook.name):
+            for path in export_html(executed):
                 print(f"[html] {path}")
         marker.write_text(_stamp(notebook, parameters))
         print(f"[done] {notebook.name} in {time.monotonic() - started:.0f} s", flush=True)
@@ -101,9 +108,11 @@ def main() -> None:
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 03")
     parser.add_argument("--skip-done", action="store_true", help="skip notebooks finished with the same parameters")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override profile values")
     args = parser.parse_args()
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     try:
-        run_notebooks(args.profile, args.only, args.skip_done)
+        run_notebooks(args.profile, args.only, args.skip_done, overrides)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -95,3 +95,24 @@ def alpha_beta_figure(result):
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def alignment_figure(log_probs, labels: list[str], frame_ms: float, title: str = ""):
+    """Per-frame output probabilities with the argmax symbol of each non-blank frame written on top.
+
+    This is what CTC learns: mostly blank, with a sharp spike where each character is heard.
+    """
+    probs = np.exp(np.asarray(log_probs)).T
+    shown = ["\u2205" if not label else "\u2423" if label == " " else label for label in labels]
+    figure, ax = plt.subplots(figsize=(min(16, 3 + probs.shape[1] / 12), 4.2))
+    ax.imshow(probs, origin="lower", aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
+    ax.set_yticks(range(len(shown)), shown, fontsize=6)
+    best = probs.argmax(0)
+    for frame, token in enumerate(best):
+        if token != 0:
+            ax.text(frame, len(shown) - 0.3, shown[token], ha="center", va="bottom", fontsize=8, color="tab:red")
+    ax.set(xlabel=f"output frame ({frame_ms:g} ms)", ylabel="symbol", title=title or "CTC output (argmax in red)")
+    ax.set_ylim(-0.5, len(shown) + 1)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
