@@ -22,7 +22,9 @@ log() { echo "[$(date +%H:%M:%S)] $*"; }
 system_packages() {
   local missing=0
   for tool in flite text2wave espeak-ng cmake g++; do command -v "$tool" >/dev/null || missing=1; done
-  [ -d /usr/share/festival/voices/english/kal_diphone ] || missing=1
+  for voice in kal_diphone ked_diphone cmu_us_slt_arctic_hts; do
+    [ -d "/usr/share/festival/voices/english/$voice" ] || missing=1
+  done
   [ "$missing" = 0 ] && return
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     log "missing system packages; install them as root: apt-get install -y $APT_PACKAGES"; exit 1
