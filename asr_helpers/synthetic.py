@@ -3,9 +3,9 @@
 Every voice is one LibriSpeech "speaker" in exactly one split. The clean dev/test splits hold
 voices never heard in training (their recorded speakers are not in training either), from
 engines that training does use. Training gets five of the six recorded speakers behind the
-flite/festival voices (a recogniser cannot generalise across voices from two or three), the
-sixth (slt) is split between dev-clean (flite) and test-clean (festival HTS); the ``*-other`` splits hold the rougher formant voices and
-add mild reverberation and noise. Sentences are assigned to splits by a hash of their text,
+flite/festival voices (a recogniser does not generalise from two or three), and the sixth
+(slt) is split between dev-clean (flite) and test-clean (festival HTS). The ``*-other``
+splits hold the rougher formant voices and add mild reverberation and noise. Sentences are assigned to splits by a hash of their text,
 so no sentence is ever heard in two splits, whatever the size or seed. A seed fixes every
 choice (sentences, rate, pitch, level, noise), so the same seed gives byte-identical files.
 """
