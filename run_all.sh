@@ -23,7 +23,7 @@ system_packages() {
   local missing=0
   for tool in flite text2wave espeak-ng cmake g++; do command -v "$tool" >/dev/null || missing=1; done
   for voice in kal_diphone ked_diphone cmu_us_slt_arctic_hts; do
-    [ -d "/usr/share/festival/voices/english/$voice" ] || missing=1
+    ls -d /usr/share/festival/voices/*/"$voice" >/dev/null 2>&1 || missing=1
   done
   [ "$missing" = 0 ] && return
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
