@@ -3,7 +3,7 @@
 #   ./run_all.sh [PROFILE] [--skip-done] [--only 00 03]   set up, then run notebooks 00..05 headless
 #                                                        with notebooks/params/PROFILE.yaml (default: demo)
 #   ./run_all.sh test [PYTEST ARGS]                       set up, then run the test suite
-#   ./run_all.sh ablations                                augmentation and BPE ablation runs (3 x 10 min on CPU)
+#   ./run_all.sh ablations                                augmentation and BPE ablation runs (3 x 8 min on CPU)
 #   ./run_all.sh setup                                    set up only
 # Setup (idempotent): Debian packages for the TTS corpus and KenLM, a virtual environment in
 # .venv with requirements.txt, and KenLM's lmplz/build_binary in .tools/.
