@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -111,7 +112,7 @@ def _cache_file(split_dir: Path) -> Path:
 
 def _write_cache(path: Path, index: SplitIndex) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks index the same split at the same time
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t")
         writer.writerow(["#skipped"] + [f"{why}={n}" for why, n in index.skipped.items()])
