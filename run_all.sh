@@ -75,7 +75,8 @@ case "${1:-demo}" in
     log "ablations done; re-render the report with: ./run_all.sh demo --only 05" ;;
   -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|ablations] [--skip-done] [--only NN ...]"; exit 2 ;;
   *)
-    profile=$1; shift
+    profile=${1:-demo}
+    [ $# -gt 0 ] && shift
     setup
     log "running notebooks with profile '$profile'"
     start=$(date +%s)
