@@ -27,7 +27,8 @@ class OverfitResult:
 def overfit_one_batch(root: Path, split: str, model_size: str = "small", batch_size: int = 6,
                       max_steps: int = 400, lr: float = 2e-3, target_loss: float = 0.1,
                       seed: int = 0) -> OverfitResult:
-    """Train on the ``batch_size`` shortest utterances until the loss is below ``target_loss``."""
+    """Train on the ``batch_size`` shortest utterances until the loss is below ``target_loss`` and
+    greedy decoding reproduces them (or ``max_steps`` run out)."""
     torch.manual_seed(seed)
     tokenizer = CharTokenizer()
     utterances = sorted(index_split(root, split).utterances, key=lambda u: (u.seconds, u.id))[:batch_size]
@@ -36,9 +37,11 @@ def overfit_one_batch(root: Path, split: str, model_size: str = "small", batch_s
     features, model = LogMelFeatures(config.n_mels), DeepSpeech2(config)
     feats, lengths = features(batch.waves, batch.wave_lengths)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses, started = [], time.monotonic()
+    losses, predictions, started = [], [], time.monotonic()
     model.train()
-    while len(losses) < max_steps and (not losses or losses[-1] >= target_loss):
+    # Stop once the loss is below the target and greedy decoding of the same forward pass
+    # (training mode, as fitted) reproduces every transcript.
+    while len(losses) < max_steps and (not losses or losses[-1] >= target_loss or predictions != batch.texts):
         log_probs, out_lengths = model(feats, lengths)
         loss = ctc_loss(log_probs, out_lengths, batch.targets, batch.target_lengths, tokenizer.blank_id)
         optimizer.zero_grad()
@@ -46,7 +49,5 @@ def overfit_one_batch(root: Path, split: str, model_size: str = "small", batch_s
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
         losses.append(float(loss.detach()))
-    with torch.no_grad():  # still in training mode: BatchNorm's running averages lag behind a few dozen steps
-        log_probs, out_lengths = model(feats, lengths)
-    return OverfitResult(losses, batch.texts, greedy_decode(log_probs, out_lengths, tokenizer),
-                         time.monotonic() - started)
+        predictions = greedy_decode(log_probs.detach(), out_lengths, tokenizer)
+    return OverfitResult(losses, batch.texts, predictions, time.monotonic() - started)
