@@ -43,7 +43,7 @@ def curves_figure(history: list[dict], x: str = "step"):
     train = [r for r in history if r["kind"] == "train"]
     evals = [r for r in history if r["kind"].startswith("eval/")]
     figure, axes = plt.subplots(1, 4, figsize=(16, 3.2))
-    panels = [("loss", "train loss"), ("grad_norm", "gradient norm"), ("lr", "learning rate")]
+    panels = [("loss", "loss (train line, dev dots)"), ("grad_norm", "gradient norm"), ("lr", "learning rate")]
     for ax, (key, title) in zip(axes, panels):
         ax.plot([r[x] for r in train], [r[key] for r in train], linewidth=1, label="train")
         ax.set_title(title)

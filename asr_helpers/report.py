@@ -99,3 +99,19 @@ def bonus_tasks(run: Path, bpe_runs: list[str]) -> list[str]:
     if any(_json(paths.runs_dir() / n / "config.json").get("tokenizer") == "bpe" for n in bpe_runs):
         done.append("BPE tokenisation with a characters-vs-BPE ablation")
     return done
+
+
+def audio_path(run: Path, split: str, utt_id: str) -> Path | None:
+    """Where an utterance's audio lives, derived from the run's settings and the LibriSpeech
+    layout (nothing is rendered or downloaded); None when that corpus is not on this machine."""
+    from asr_helpers.corpora import synthetic_root
+    config = _json(run / "config.json")
+    if config.get("data_root"):
+        root = Path(config["data_root"])
+    elif config.get("corpus") == "synthetic":
+        root = synthetic_root(config.get("synth_minutes", 60.0), config.get("seed", 0)) / "LibriSpeech"
+    else:
+        root = paths.data_dir() / "LibriSpeech"
+    speaker, chapter, _ = utt_id.split("-")
+    path = root / split / speaker / chapter / f"{utt_id}.flac"
+    return path if path.exists() else None
