@@ -207,8 +207,10 @@ def bench_data(workers: int = 2, seconds: float = 20.0, augment: tuple[str, ...]
         sampler.set_epoch(1)
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                             prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
-        audio, started = 0.0, time.perf_counter()
+        audio, epoch, started = 0.0, 1, time.perf_counter()
         while time.perf_counter() - started < seconds:
+            epoch += 1
+            sampler.set_epoch(epoch)  # a new epoch: the sampler resumes from its position otherwise
             for batch in loader:
                 audio += batch.audio_seconds
                 if time.perf_counter() - started > seconds:

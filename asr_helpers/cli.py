@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--precision", default="auto")
-    bench.add_argument("--batch-seconds", type=float, default=160.0)
+    bench.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio seconds per batch")
     bench.add_argument("--workers", type=int, default=2)
     bench.add_argument("--compare-baseline", action="store_true")
     bench.set_defaults(func=_bench)
