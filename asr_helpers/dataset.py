@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -175,7 +174,3 @@ class LengthBucketSampler(Sampler[list[int]]):
         real = sum(self.seconds[i] for batch in batches for i in batch)
         padded = sum(len(batch) * max(self.seconds[i] for i in batch) for batch in batches)
         return 1 - real / padded
-
-
-def skip_summary(counter: Counter) -> str:
-    return ", ".join(f"{n} {why}" for why, n in counter.most_common()) or "none"

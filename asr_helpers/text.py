@@ -85,14 +85,13 @@ class BPETokenizer:
     """
 
     kind = "bpe"
+    blank_id = 0
     UNK_LABEL = "\u2581\u2047\u2581"
 
     def __init__(self, model: bytes):
         import sentencepiece
         self.model = model
         self._sp = sentencepiece.SentencePieceProcessor(model_proto=model)
-
-    blank_id = 0
 
     @property
     def vocab_size(self) -> int:
