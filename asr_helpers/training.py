@@ -243,7 +243,6 @@ class Trainer:
             (self.run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
         started = time.monotonic()
         last_save = started
-        budget = c.time_budget_minutes * 60 if c.time_budget_minutes else math.inf
         self._session_start, self._session_start_progress = started, self.progress
         self._budget = c.time_budget_minutes * 60 if c.time_budget_minutes else None
         stop_reason = "epochs done"
@@ -289,7 +288,7 @@ class Trainer:
                     if self.batch_in_epoch in evals_at:
                         self._evaluate(tracker, started)
                     now = time.monotonic()
-                    if self._agreed(float(now - started > budget)):
+                    if self._budget and self._agreed(float(now - started > self._budget)):
                         stop_reason = "time budget"
                         break
                     if c.max_steps is not None and self.step >= c.max_steps:
