@@ -14,6 +14,7 @@ decoding without LM help.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
 import time
 from pathlib import Path
 from typing import Sequence
@@ -205,6 +206,9 @@ class LMDecoder:
             model, words = self._load_lm(self.lm_path, unigrams)
             language_model = LanguageModel(model, words, alpha=alpha, beta=beta)
         self._decoder = BeamSearchDecoderCTC(Alphabet.build_alphabet(self.labels), language_model)
+        self._params = (alpha, beta)
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._pool_size = 0
 
     def _load_lm(self, lm_path: Path, unigrams):
         import kenlm
@@ -232,29 +236,46 @@ class LMDecoder:
         return model, known
 
     def set_params(self, alpha: float, beta: float) -> None:
-        """Change the LM weight and word bonus without reloading the LM."""
+        """Change the LM weight and word bonus without reloading the LM (pool workers follow on their next task)."""
         self._decoder.reset_params(alpha=alpha, beta=beta)
+        self._params = (alpha, beta)
+
+    def _search_options(self) -> dict:
+        return {"beam_width": self.beam_width, "beam_prune_logp": self.beam_prune_logp,
+                "token_min_logp": self.token_min_logp}
 
     def decode(self, log_probs: np.ndarray) -> str:
         """Best text for one utterance's log-probs [T, V]."""
-        return self._decoder.decode(self._matrix(log_probs), beam_width=self.beam_width,
-                                    beam_prune_logp=self.beam_prune_logp, token_min_logp=self.token_min_logp)
+        return self._decoder.decode(self._matrix(log_probs), **self._search_options())
 
     def decode_batch(self, log_probs_list: Sequence[np.ndarray], pool_size: int = 1) -> list[str]:
-        """Best texts for many utterances, on ``pool_size`` forked processes.
+        """Best texts for many utterances, on ``pool_size`` forked worker processes.
 
-        The pool is forked per call, after the LM is loaded and the weights set, so workers
-        share the parent's LM pages instead of loading or pickling it (pyctcdecode keeps the
-        LM in a class-level registry that only a fork carries over).
+        The workers are forked once, after the LM is loaded, and kept until ``close``: they
+        share the parent's LM pages instead of loading or pickling it (kenlm models cannot be
+        pickled), and later calls, such as each cell of an alpha/beta grid, pay no start-up.
+        Each task carries the current alpha and beta, so ``set_params`` reaches the workers.
         """
         matrices = [self._matrix(m) for m in log_probs_list]
         workers = min(pool_size, len(matrices))
         if workers <= 1:
             return [self.decode(m) for m in matrices]
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return self._decoder.decode_batch(pool, matrices, beam_width=self.beam_width,
-                                              beam_prune_logp=self.beam_prune_logp,
-                                              token_min_logp=self.token_min_logp)
+        tasks = [(self._params, self._search_options(), m) for m in matrices]
+        return self._worker_pool(pool_size).map(_decode_in_worker, tasks)
+
+    def _worker_pool(self, size: int) -> multiprocessing.pool.Pool:
+        if self._pool is None or self._pool_size != size:
+            self._close_pool()
+            context = multiprocessing.get_context("fork")
+            self._pool = context.Pool(size, initializer=_adopt_decoder, initargs=(self._decoder, self._params))
+            self._pool_size = size
+        return self._pool
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool, self._pool_size = None, 0
 
     def _matrix(self, log_probs) -> np.ndarray:
         matrix = np.ascontiguousarray(_numpy(log_probs), dtype=np.float32)
@@ -263,7 +284,8 @@ class LMDecoder:
         return matrix
 
     def close(self) -> None:
-        """Free the LM now (pyctcdecode holds it in a class-level registry until told)."""
+        """Stop the worker pool and free the LM (pyctcdecode holds it in a class-level registry until told)."""
+        self._close_pool()
         self._decoder.cleanup()
 
     def __enter__(self) -> LMDecoder:
@@ -271,6 +293,23 @@ class LMDecoder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_worker_decoder: dict = {}  # per worker process: the decoder inherited through fork, and its alpha/beta
+
+
+def _adopt_decoder(decoder, params: tuple[float, float]) -> None:
+    """Pool initializer: keep the forked copy of the parent's decoder (never pickled: fork inherits it)."""
+    _worker_decoder.update(decoder=decoder, params=params)
+
+
+def _decode_in_worker(task: tuple[tuple[float, float], dict, np.ndarray]) -> str:
+    params, options, matrix = task
+    decoder = _worker_decoder["decoder"]
+    if params != _worker_decoder["params"]:
+        decoder.reset_params(alpha=params[0], beta=params[1])
+        _worker_decoder["params"] = params
+    return decoder.decode(matrix, **options)
 
 
 def peaky_log_probs(ids: Sequence[int], frames: int, vocab: int, *, blank: int = 0, peak: float = 8.0,
@@ -293,9 +332,13 @@ def peaky_log_probs(ids: Sequence[int], frames: int, vocab: int, *, blank: int =
 
 
 def bench_decode(log_probs_list: Sequence[np.ndarray], tokenizer, lm_path: Path | None = None,
-                 pool_sizes: Sequence[int] = (1, 2), beam_width: int = 16, lm_beam_width: int = 64) -> dict:
+                 pool_sizes: Sequence[int] = (1, 2), beam_width: int = 16, lm_beam_width: int = 64,
+                 repeats: int = 3) -> dict:
     """Utterances per second of greedy, the own beam search and LM decoding at each pool size.
 
+    LM decoding is timed in steady state: one untimed call per pool size first (it forks the
+    pool and touches the LM's pages), then ``repeats`` rounds that alternate the pool sizes,
+    reporting the median, so a busy second on a shared machine does not decide the ratio.
     Pool sizes above the number of CPU cores cannot speed anything up; the ratio of the
     largest pool to one process is reported as ``lm_pool_speedup``.
     """
@@ -307,8 +350,14 @@ def bench_decode(log_probs_list: Sequence[np.ndarray], tokenizer, lm_path: Path 
     result = {"utterances": len(log_probs_list), "frames": int(sum(len(m) for m in log_probs_list)),
               "greedy": rate(lambda: [greedy_decode(m[None], np.array([len(m)]), tokenizer) for m in log_probs_list]),
               "beam": rate(lambda: [prefix_beam_search(m, beam_width, tokenizer.blank_id) for m in log_probs_list])}
+    rates: dict[int, list[float]] = {size: [] for size in pool_sizes}
     with LMDecoder(tokenizer.labels, lm_path, beam_width=lm_beam_width) as decoder:
         for size in pool_sizes:
-            result[f"lm_pool{size}"] = rate(lambda: decoder.decode_batch(log_probs_list, pool_size=size))
+            decoder.decode_batch(log_probs_list, pool_size=size)
+        for _ in range(repeats):
+            for size in pool_sizes:
+                rates[size].append(rate(lambda: decoder.decode_batch(log_probs_list, pool_size=size)))
+    for size, measured in rates.items():
+        result[f"lm_pool{size}"] = float(np.median(measured))
     result["lm_pool_speedup"] = result[f"lm_pool{max(pool_sizes)}"] / result[f"lm_pool{min(pool_sizes)}"]
     return result

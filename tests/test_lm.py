@@ -151,6 +151,8 @@ def test_lm_turns_an_acoustic_near_miss_into_a_known_word(tiny_lm, caplog):
             expected = ["the cat sat on the mat", "the dog sat on the log"]
             assert decoder.decode_batch(batch) == expected
             assert decoder.decode_batch(batch, pool_size=2) == expected
+            decoder.set_params(alpha=0.0, beta=0.0)  # the pool's workers, already forked, must follow
+            assert decoder.decode_batch(batch, pool_size=2)[0] == "the cat sat on the nat"
     assert_no_unigram_warnings(caplog)
 
 
