@@ -7,9 +7,10 @@ CPU, random batches of a fixed size, fp32, packed RNNs, default DataLoader) and 
 """
 from __future__ import annotations
 
-import math
+import itertools
 import random
 import time
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -69,35 +70,57 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _ours(work: _Workload, model_name: str, device, precision, batch_seconds: float, seconds: float) -> dict:
-    config = model_config(model_name, 29, rnn_mode="packed" if device.type == "cuda" else "masked")
-    model, features = DeepSpeech2(config).to(device).train(), LogMelFeatures(config.n_mels).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    sampler = LengthBucketSampler(work.seconds, batch_seconds, seed=0)
-    sampler.set_epoch(1)
-    batches = [work.collate(b) for b in sampler]
-    audio, steps, started, flops = 0.0, 0, None, None
-    for i, (waves, lengths, targets, target_lengths) in enumerate(batches * 1000):
-        waves, lengths = waves.to(device, non_blocking=True), lengths.to(device)
-        feats, frame_lengths = features(waves, lengths)
-        _step(model, optimizer, scaler, feats, frame_lengths, targets.to(device), target_lengths.to(device), device, precision)
-        if i == 0:  # the first step pays one-off allocation costs
-            _sync(device)
-            started = time.perf_counter()
-        else:
-            audio += float(lengths.sum()) / SAMPLE_RATE
-            steps += 1
-            if time.perf_counter() - started > seconds:
-                break
+def _timed(batches: Iterator, train_step: Callable[[tuple], float], seconds: float, device) -> tuple[float, int, float]:
+    """(audio seconds, steps, elapsed) of ``train_step`` over ``batches`` for at most ``seconds``.
+
+    The loop stops before a step that would overrun the budget (judged by the mean step so
+    far), so a run of two sides and two rounds keeps to about ``2 * seconds`` in all.
+    """
+    audio, steps, started = 0.0, 0, time.perf_counter()
+    for batch in batches:
+        audio += train_step(batch)
+        steps += 1
+        elapsed = time.perf_counter() - started
+        if elapsed * (steps + 1) / steps > seconds:
+            break
     _sync(device)
-    elapsed = time.perf_counter() - started
-    if device.type == "cuda":
-        flops = _flops_per_audio_second(model, features, batches[0], device, precision)
-    return {"audio_sec_per_sec": audio / elapsed, "step_time": elapsed / max(steps, 1), "steps": steps,
-            "padding_fraction": sampler.padding_fraction(), "batches_per_epoch": len(batches),
-            "mean_batch_size": len(work.seconds) / len(batches), "parameters": model.parameter_count(),
-            "flops_per_audio_second": flops}
+    return audio, steps, time.perf_counter() - started
+
+
+class _Ours:
+    """The workbook pipeline: length-bucketed batches, features on the device, AMP, masked RNNs on CPU."""
+
+    def __init__(self, work: _Workload, model_name: str, device, precision, batch_seconds: float):
+        config = model_config(model_name, 29, rnn_mode="packed" if device.type == "cuda" else "masked")
+        self.model, self.features = DeepSpeech2(config).to(device).train(), LogMelFeatures(config.n_mels).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.sampler = LengthBucketSampler(work.seconds, batch_seconds, seed=0)
+        self.sampler.set_epoch(1)
+        self.batches = [work.collate(b) for b in self.sampler]
+        self.mean_batch_size = len(work.seconds) / len(self.batches)
+        self.device, self.precision = device, precision
+        self._stream = itertools.cycle(self.batches)
+        self.train_step(self.batches[0])  # the first step pays one-off allocation costs
+        _sync(device)
+
+    def train_step(self, batch: tuple) -> float:
+        waves, lengths, targets, target_lengths = batch
+        feats, frame_lengths = self.features(waves.to(self.device, non_blocking=True), lengths.to(self.device))
+        _step(self.model, self.optimizer, self.scaler, feats, frame_lengths, targets.to(self.device),
+              target_lengths.to(self.device), self.device, self.precision)
+        return float(lengths.sum()) / SAMPLE_RATE
+
+    def run(self, seconds: float) -> tuple[float, int, float]:
+        return _timed(self._stream, self.train_step, seconds, self.device)
+
+    def summary(self) -> dict:
+        flops = None
+        if self.device.type == "cuda":
+            flops = _flops_per_audio_second(self.model, self.features, self.batches[0], self.device, self.precision)
+        return {"padding_fraction": self.sampler.padding_fraction(), "batches_per_epoch": len(self.batches),
+                "mean_batch_size": self.mean_batch_size, "parameters": self.model.parameter_count(),
+                "flops_per_audio_second": flops}
 
 
 def _flops_per_audio_second(model, features, batch, device, precision) -> float:
@@ -136,30 +159,30 @@ def _pad_features(items):
     return feats, lengths, torch.cat(targets), torch.tensor([len(t) for t in targets])
 
 
-def _baseline(work: _Workload, model_name: str, device, batch_size: int, seconds: float) -> dict:
-    config = model_config(model_name, 29, rnn_mode="packed")
-    model = DeepSpeech2(config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    loader = DataLoader(_PerItemFeatures(work, config.n_mels), batch_size=batch_size, shuffle=True,
-                        collate_fn=_pad_features, generator=torch.Generator().manual_seed(0))
-    audio, steps, started, real, padded = 0.0, 0, None, 0, 0
-    for i, (feats, lengths, targets, target_lengths) in enumerate(x for _ in range(1000) for x in loader):
-        _step(model, optimizer, scaler, feats.to(device), lengths.to(device), targets.to(device),
-              target_lengths.to(device), device, "fp32")
-        real, padded = real + int(lengths.sum()), padded + len(lengths) * int(lengths.max())
-        if i == 0:
-            _sync(device)
-            started = time.perf_counter()
-        else:
-            audio += float(lengths.sum() - len(lengths)) * 0.01
-            steps += 1
-            if time.perf_counter() - started > seconds:
-                break
-    _sync(device)
-    elapsed = time.perf_counter() - started
-    return {"audio_sec_per_sec": audio / elapsed, "step_time": elapsed / max(steps, 1), "steps": steps,
-            "padding_fraction": 1 - real / padded, "batch_size": batch_size}
+class _Baseline:
+    """The template loop: per-item CPU features in a default DataLoader, random batches, fp32, packed RNNs."""
+
+    def __init__(self, work: _Workload, model_name: str, device, batch_size: int):
+        config = model_config(model_name, 29, rnn_mode="packed")
+        self.model = DeepSpeech2(config).to(device).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=False)
+        loader = DataLoader(_PerItemFeatures(work, config.n_mels), batch_size=batch_size, shuffle=True,
+                            collate_fn=_pad_features, generator=torch.Generator().manual_seed(0))
+        self.device, self.batch_size, self.real, self.padded = device, batch_size, 0, 0
+        self._stream = (batch for _ in itertools.count() for batch in loader)
+        self.train_step(next(self._stream))  # the first step pays one-off allocation costs
+        _sync(device)
+
+    def train_step(self, batch: tuple) -> float:
+        feats, lengths, targets, target_lengths = batch
+        _step(self.model, self.optimizer, self.scaler, feats.to(self.device), lengths.to(self.device),
+              targets.to(self.device), target_lengths.to(self.device), self.device, "fp32")
+        self.real, self.padded = self.real + int(lengths.sum()), self.padded + len(lengths) * int(lengths.max())
+        return float(lengths.sum() - len(lengths)) * 0.01  # frames of 10 ms, less the extra edge frame
+
+    def run(self, seconds: float) -> tuple[float, int, float]:
+        return _timed(self._stream, self.train_step, seconds, self.device)
 
 
 def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto", precision: str = "auto",
@@ -170,23 +193,28 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
     prec = resolve_precision(precision, dev)
     work = _Workload(utterances, 29)
     rounds = 2 if compare_baseline else 1
-    ours, base = [], []
-    for _ in range(rounds):
-        ours.append(_ours(work, model, dev, prec, batch_seconds, seconds / rounds))
-        if compare_baseline:
-            batch_size = max(1, round(ours[-1]["mean_batch_size"]))
-            base.append(_baseline(work, model, dev, batch_size, seconds / rounds))
-    result = dict(ours[-1], benchmark="train", model=model, device=str(dev), precision=prec,
-                  batch_seconds=batch_seconds, audio_sec_per_sec=sum(r["audio_sec_per_sec"] for r in ours) / rounds)
+    sides = {"ours": _Ours(work, model, dev, prec, batch_seconds)}
+    if compare_baseline:
+        sides["baseline"] = _Baseline(work, model, dev, max(1, round(sides["ours"].mean_batch_size)))
+    totals = {name: [0.0, 0, 0.0] for name in sides}
+    for _ in range(rounds):  # alternate, so a slow minute on a shared machine hits both sides
+        for name, side in sides.items():
+            audio, steps, elapsed = side.run(seconds / rounds)
+            totals[name] = [totals[name][0] + audio, totals[name][1] + steps, totals[name][2] + elapsed]
+    audio, steps, elapsed = totals["ours"]
+    result = dict(sides["ours"].summary(), benchmark="train", model=model, device=str(dev), precision=prec,
+                  batch_seconds=batch_seconds, audio_sec_per_sec=audio / elapsed, step_time=elapsed / steps,
+                  steps=steps)
     if dev.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(dev)
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in result["gpu"]), None)
         if peak and result["flops_per_audio_second"]:
             result["fraction_of_peak"] = result["flops_per_audio_second"] * result["audio_sec_per_sec"] / (peak * 1e12)
     if compare_baseline:
-        baseline = sum(r["audio_sec_per_sec"] for r in base) / rounds
-        result.update(baseline_audio_sec_per_sec=baseline, baseline_padding_fraction=base[-1]["padding_fraction"],
-                      baseline_batch_size=base[-1]["batch_size"], speedup_vs_baseline=result["audio_sec_per_sec"] / baseline)
+        base = sides["baseline"]
+        baseline = totals["baseline"][0] / totals["baseline"][2]
+        result.update(baseline_audio_sec_per_sec=baseline, baseline_padding_fraction=1 - base.real / base.padded,
+                      baseline_batch_size=base.batch_size, speedup_vs_baseline=result["audio_sec_per_sec"] / baseline)
     return result
 
 
