@@ -74,7 +74,7 @@ def _timed(batches: Iterator, train_step: Callable[[tuple], float], seconds: flo
     """(audio seconds, steps, elapsed) of ``train_step`` over ``batches`` for at most ``seconds``.
 
     The loop stops before a step that would overrun the budget (judged by the mean step so
-    far), so a run of two sides and two rounds keeps to about ``2 * seconds`` in all.
+    far), so the command's wall time stays close to the time asked for.
     """
     audio, steps, started = 0.0, 0, time.perf_counter()
     for batch in batches:
@@ -92,7 +92,7 @@ class _Ours:
 
     def __init__(self, work: _Workload, model_name: str, device, precision, batch_seconds: float):
         config = model_config(model_name, 29, rnn_mode="packed" if device.type == "cuda" else "masked")
-        self.model, self.features = DeepSpeech2(config).to(device).train(), LogMelFeatures(config.n_mels).to(device)
+        self.model, self.features = DeepSpeech2(config).to(device).train(), LogMelFeatures.for_model(config).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.sampler = LengthBucketSampler(work.seconds, batch_seconds, seed=0)
@@ -138,8 +138,8 @@ def _flops_per_audio_second(model, features, batch, device, precision) -> float:
 class _PerItemFeatures(torch.utils.data.Dataset):
     """The template way: log-mel computed per utterance on the CPU inside the Dataset."""
 
-    def __init__(self, work: _Workload, n_mels: int):
-        self.work, self.features = work, LogMelFeatures(n_mels)
+    def __init__(self, work: _Workload, config):
+        self.work, self.features = work, LogMelFeatures.for_model(config)
 
     def __len__(self) -> int:
         return len(self.work.waves)
@@ -167,7 +167,7 @@ class _Baseline:
         self.model = DeepSpeech2(config).to(device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.scaler = torch.amp.GradScaler(device.type, enabled=False)
-        loader = DataLoader(_PerItemFeatures(work, config.n_mels), batch_size=batch_size, shuffle=True,
+        loader = DataLoader(_PerItemFeatures(work, config), batch_size=batch_size, shuffle=True,
                             collate_fn=_pad_features, generator=torch.Generator().manual_seed(0))
         self.device, self.batch_size, self.real, self.padded = device, batch_size, 0, 0
         self._stream = (batch for _ in itertools.count() for batch in loader)

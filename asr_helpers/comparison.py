@@ -33,7 +33,7 @@ def cached_outputs(checkpoint: Path, utterances: list[Utterance], name: str, dev
             return ModelOutputs(list(data["ids"]), list(data["references"]), arrays, float(data["loss"]))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, tokenizer, _ = load_model(checkpoint, dev)
-    features = LogMelFeatures(model.config.n_mels).to(dev)
+    features = LogMelFeatures.for_model(model.config).to(dev)
     outputs = compute_outputs(model, features, utterances, tokenizer, dev)
     np.savez(cache, stamp=stamp, ids=np.array(outputs.ids), references=np.array(outputs.references),
              loss=outputs.loss, **{f"u{i}": a for i, a in enumerate(outputs.log_probs)})

@@ -4,6 +4,11 @@ Computing features on the GPU per batch is far cheaper than per item in DataLoad
 and taking the log matters: a linear mel spectrogram has a huge dynamic range that the
 network struggles with (a trap in the course template). Each utterance is normalised to zero
 mean and unit variance per mel channel over its real frames; padding stays exactly zero.
+
+``lifter=k`` keeps only the first k cepstral coefficients of each frame's log-mel (a DCT, cut,
+inverse DCT): the smooth spectral envelope that carries the formants stays, the fine ripple of
+pitch harmonics goes. Pitch says little about which sound is spoken but a lot about who speaks,
+so a model trained on low voices then transfers better to a high one.
 """
 from __future__ import annotations
 
@@ -15,14 +20,23 @@ from torch import nn
 class LogMelFeatures(nn.Module):
     """Waves ``[B, T]`` at 16 kHz -> normalised log-mel ``[B, n_mels, frames]`` and frame lengths."""
 
-    def __init__(self, n_mels: int = 80, sample_rate: int = 16000, win_ms: float = 25.0, hop_ms: float = 10.0):
+    def __init__(self, n_mels: int = 80, sample_rate: int = 16000, win_ms: float = 25.0, hop_ms: float = 10.0,
+                 lifter: int = 0):
         super().__init__()
-        self.n_mels, self.sample_rate = n_mels, sample_rate
+        if not 0 <= lifter <= n_mels:
+            raise ValueError(f"lifter must be between 0 (off) and n_mels={n_mels}, got {lifter}")
+        self.n_mels, self.sample_rate, self.lifter = n_mels, sample_rate, lifter
+        self.register_buffer("smoothing", _cepstral_smoothing(n_mels, lifter) if lifter else None, persistent=False)
         self.hop_length = int(sample_rate * hop_ms / 1000)
         win_length = int(sample_rate * win_ms / 1000)
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate, n_fft=512, win_length=win_length, hop_length=self.hop_length,
             n_mels=n_mels, power=2.0, center=True)
+
+    @classmethod
+    def for_model(cls, config) -> LogMelFeatures:
+        """The features a model config was trained on (its ``n_mels`` and ``lifter``)."""
+        return cls(config.n_mels, lifter=getattr(config, "lifter", 0))
 
     def frame_lengths(self, wave_lengths: torch.Tensor) -> torch.Tensor:
         """Frames produced by a centred STFT for each wave length."""
@@ -32,9 +46,20 @@ class LogMelFeatures(nn.Module):
     def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = self.frame_lengths(wave_lengths)
         feats = torch.log(self.mel(waves.float()) + 1e-6)
+        if self.smoothing is not None:
+            feats = torch.einsum("mn,bnt->bmt", self.smoothing, feats)
         mask = (torch.arange(feats.shape[-1], device=feats.device)[None, :] < lengths[:, None])[:, None, :]
         count = lengths.clamp(min=1)[:, None, None].to(feats.dtype)
         mean = (feats * mask).sum(-1, keepdim=True) / count
         var = (((feats - mean) * mask) ** 2).sum(-1, keepdim=True) / count
         feats = (feats - mean) / torch.sqrt(var + 1e-5)
         return feats * mask, lengths
+
+
+def _cepstral_smoothing(n_mels: int, keep: int) -> torch.Tensor:
+    """[n_mels, n_mels] matrix: orthonormal DCT-II, zero all but the first ``keep`` coefficients, invert."""
+    n = torch.arange(n_mels, dtype=torch.float64)
+    dct = torch.cos(torch.pi / n_mels * (n[:, None] + 0.5) * n[None, :]) * (2.0 / n_mels) ** 0.5
+    dct[:, 0] /= 2 ** 0.5
+    kept = dct[:, :keep]
+    return (kept @ kept.T).float()

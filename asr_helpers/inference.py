@@ -68,7 +68,7 @@ def transcribe(checkpoint: Path, inputs: list[Path], output: Path, decoder: str 
         raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, tokenizer, _ = load_model(checkpoint, device)
-    features = LogMelFeatures(model.config.n_mels).to(device)
+    features = LogMelFeatures.for_model(model.config).to(device)
     lm_decoder = _lm_decoder(Path(checkpoint), tokenizer, lm_path, beam_width) if decoder == "lm" else None
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ class ModelConfig:
     rnn_hidden: int = 256
     rnn_mode: str = "masked"  # "masked" or "packed": same maths, different speed per device
     vocab_size: int = 29
+    lifter: int = 0  # cepstral coefficients kept by LogMelFeatures (0: plain log-mel)
 
     def __post_init__(self):
         if not (len(self.conv_channels) == len(self.conv_kernels) == len(self.conv_strides)):
@@ -42,7 +43,7 @@ class ModelConfig:
 PRESETS: dict[str, dict] = {
     "tiny": dict(n_mels=40, conv_channels=(8, 8), conv_kernels=((11, 5), (11, 5)), rnn_layers=2, rnn_hidden=96),
     "small": dict(n_mels=64, conv_channels=(32, 32), conv_kernels=((21, 11), (11, 11)), conv_strides=((2, 3), (2, 1)),
-                  rnn_layers=3, rnn_hidden=320),
+                  rnn_layers=3, rnn_hidden=320, lifter=20),
     "base": dict(n_mels=80, conv_channels=(32, 32, 96), conv_kernels=((41, 11), (21, 11), (21, 11)),
                  conv_strides=((2, 2), (2, 1), (2, 1)), rnn_layers=5, rnn_hidden=768, rnn_mode="packed"),
 }

@@ -34,7 +34,7 @@ def overfit_one_batch(root: Path, split: str, model_size: str = "small", batch_s
     utterances = sorted(index_split(root, split).utterances, key=lambda u: (u.seconds, u.id))[:batch_size]
     batch = collate([SpeechDataset(utterances, tokenizer)[i] for i in range(len(utterances))])
     config = model_config(model_size, tokenizer.vocab_size)
-    features, model = LogMelFeatures(config.n_mels), DeepSpeech2(config)
+    features, model = LogMelFeatures.for_model(config), DeepSpeech2(config)
     feats, lengths = features(batch.waves, batch.wave_lengths)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses, predictions, started = [], [], time.monotonic()

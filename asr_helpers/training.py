@@ -137,7 +137,7 @@ class Trainer:
         self.tokenizer = build_tokenizer(c, [u.text for u in train])
         rnn_mode = c.rnn_mode if c.rnn_mode != "auto" else ("packed" if self.device.type == "cuda" else "masked")
         self.model_config = model_config(c.model_size, self.tokenizer.vocab_size, rnn_mode=rnn_mode)
-        self.features = LogMelFeatures(self.model_config.n_mels).to(self.device)
+        self.features = LogMelFeatures.for_model(self.model_config).to(self.device)
         self.model = DeepSpeech2(self.model_config).to(self.device)
         self.wave_augment = WaveAugment.from_config(c.augment)
         self.spec_augment = spec_augment_from_preset(c.augment, self.model_config.n_mels).to(self.device)

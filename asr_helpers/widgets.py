@@ -52,7 +52,7 @@ class Transcriber:
     def __init__(self, checkpoint, lm_decoder=None, beam_width: int = 16):
         from asr_helpers.checkpoint import load_model
         self.model, self.tokenizer, _ = load_model(checkpoint)
-        self.features = LogMelFeatures(self.model.config.n_mels)
+        self.features = LogMelFeatures.for_model(self.model.config)
         self.lm_decoder, self.beam_width = lm_decoder, beam_width
         self.frame_ms = 10 * self.model.config.time_stride
 

@@ -247,8 +247,28 @@ def test_spec_augment_identity_cases_and_determinism():
     assert not torch.equal(a, full(features, lengths, generator=gen(2)))
 
 
+def test_frequency_warp_moves_a_formant_by_the_factor_and_keeps_padding():
+    features = torch.zeros(2, 64, 10)
+    features[:, 20, :] = 1.0  # one "formant" at mel bin 20, at about 1.2 kHz
+    lengths = torch.tensor([10, 6])
+    features[1, :, 6:] = 0.0  # padding, as LogMelFeatures leaves it
+    peaks = {}
+    for factor in (0.8, 1.0, 1.25):
+        out = SpecAugment(warp=(factor, factor), warp_p=1.0).train()(features, lengths)
+        assert torch.equal(out[1, :, 6:], features[1, :, 6:])  # padding frames stay exactly zero
+        peaks[factor] = int(out[0, :, 0].argmax())
+    # a higher voice (factor > 1) puts the formant higher: 1.2 kHz x 1.25 is mel bin 23 of 64
+    assert peaks == {0.8: 17, 1.0: 20, 1.25: 23}
+    warped = SpecAugment(warp=(0.9, 1.3), warp_p=1.0)
+    assert torch.equal(warped.eval()(features, lengths), features)
+    assert torch.equal(SpecAugment(warp=(0.9, 1.3), warp_p=0.0).train()(features, lengths), features)
+    a = warped.train()(features, lengths, generator=gen(3))
+    assert torch.equal(a, warped(features, lengths, generator=gen(3))) and not torch.equal(a, features)
+
+
 @pytest.mark.parametrize("kwargs", [
     {"freq_masks": -1}, {"freq_width": 2.5}, {"time_width_ratio": 1.5}, {"p": -0.1},
+    {"warp": (1.3, 0.9)}, {"warp": (0.2, 1.0)}, {"warp_p": 1.5},
 ])
 def test_spec_augment_bad_params(kwargs):
     with pytest.raises(ValueError):

@@ -68,3 +68,36 @@ def test_features_are_log_normalised_and_padding_zero():
     assert torch.all(feats[1, :, 51:] == 0)
     loud, _ = features(waves * 100, torch.tensor([16000, 8000]))
     assert torch.allclose(loud[0], feats[0], atol=1e-3)  # log + normalisation removes the level
+
+
+def voiced(f0: float, seconds: float = 0.5) -> torch.Tensor:
+    """A pulse train at ``f0`` through two fixed resonances (formants near 700 and 1200 Hz)."""
+    t = torch.arange(int(0.03 * 16000)) / 16000
+    response = sum(torch.exp(-t * 300) * torch.sin(2 * torch.pi * f * t) for f in (700.0, 1200.0))
+    pulses = torch.zeros(int(seconds * 16000))
+    pulses[:: round(16000 / f0)] = 1.0
+    return torch.nn.functional.conv1d(pulses[None, None], response.flip(0)[None, None],
+                                      padding=len(response) - 1)[0, 0, : len(pulses)]
+
+
+def test_lifter_keeps_the_envelope_and_drops_the_pitch():
+    waves = torch.stack([voiced(110.0), voiced(190.0)])  # a low and a high voice, same vowel
+    lengths = torch.tensor([waves.shape[1]] * 2)
+    smoothing = LogMelFeatures(64, lifter=20)
+    spectra = torch.log(smoothing.mel(waves) + 1e-6).mean(-1)  # [2, 64] log-mel before normalisation
+    spectra = spectra - spectra.mean(-1, keepdim=True)  # level removed
+    smooth = spectra @ smoothing.smoothing.T
+    assert (smooth[0] - smooth[1]).abs().mean() < 0.6 * (spectra[0] - spectra[1]).abs().mean()
+    assert smooth[0].argmax() == smooth[1].argmax() == spectra[0].argmax()  # the formant peak stays
+    assert torch.allclose(LogMelFeatures(64, lifter=64)(waves, lengths)[0], LogMelFeatures(64)(waves, lengths)[0],
+                          atol=1e-3)  # keeping every coefficient changes nothing
+    with pytest.raises(ValueError, match="lifter"):
+        LogMelFeatures(64, lifter=65)
+
+
+def test_features_follow_the_model_config_and_old_configs_have_no_lifter():
+    assert LogMelFeatures.for_model(model_config("small", 29)).lifter == 20
+    old = config_to_dict(model_config("tiny", 29))
+    old.pop("lifter")  # a checkpoint written before the lifter existed
+    restored = config_from_dict(old)
+    assert restored.lifter == 0 and LogMelFeatures.for_model(restored).smoothing is None
