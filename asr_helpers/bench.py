@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -70,24 +70,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(batches: Iterator, train_step: Callable[[tuple], float], seconds: float, device) -> tuple[float, int, float]:
-    """(audio seconds, steps, elapsed) of ``train_step`` over ``batches`` for at most ``seconds``.
+class _Side:
+    """One side of the comparison: a stream of batches, a training step, and its timing totals."""
 
-    The loop stops before a step that would overrun the budget (judged by the mean step so
-    far), so the command's wall time stays close to the time asked for.
-    """
-    audio, steps, started = 0.0, 0, time.perf_counter()
-    for batch in batches:
-        audio += train_step(batch)
-        steps += 1
-        elapsed = time.perf_counter() - started
-        if elapsed * (steps + 1) / steps > seconds:
-            break
-    _sync(device)
-    return audio, steps, time.perf_counter() - started
+    def __init__(self, device, stream: Iterator):
+        self.device, self._stream = device, stream
+        self.audio, self.steps, self.elapsed = 0.0, 0, 0.0
+        self.train_step(next(self._stream))  # the first step pays one-off allocation costs
+        _sync(device)
+
+    def train_step(self, batch: tuple) -> float:
+        raise NotImplementedError
+
+    def run(self, seconds: float) -> None:
+        """Train for at most ``seconds``: the loop stops before a step that would overrun them
+        (judged by the mean step so far), so the command's wall time stays close to the time asked for."""
+        audio, steps, started = 0.0, 0, time.perf_counter()
+        for batch in self._stream:
+            audio += self.train_step(batch)
+            steps += 1
+            elapsed = time.perf_counter() - started
+            if elapsed * (steps + 1) / steps > seconds:
+                break
+        _sync(self.device)
+        self.audio, self.steps = self.audio + audio, self.steps + steps
+        self.elapsed += time.perf_counter() - started
+
+    @property
+    def audio_sec_per_sec(self) -> float:
+        return self.audio / self.elapsed
 
 
-class _Ours:
+class _Ours(_Side):
     """The workbook pipeline: length-bucketed batches, features on the device, AMP, masked RNNs on CPU."""
 
     def __init__(self, work: _Workload, model_name: str, device, precision, batch_seconds: float):
@@ -99,10 +113,8 @@ class _Ours:
         self.sampler.set_epoch(1)
         self.batches = [work.collate(b) for b in self.sampler]
         self.mean_batch_size = len(work.seconds) / len(self.batches)
-        self.device, self.precision = device, precision
-        self._stream = itertools.cycle(self.batches)
-        self.train_step(self.batches[0])  # the first step pays one-off allocation costs
-        _sync(device)
+        self.precision = precision
+        super().__init__(device, itertools.cycle(self.batches))
 
     def train_step(self, batch: tuple) -> float:
         waves, lengths, targets, target_lengths = batch
@@ -110,9 +122,6 @@ class _Ours:
         _step(self.model, self.optimizer, self.scaler, feats, frame_lengths, targets.to(self.device),
               target_lengths.to(self.device), self.device, self.precision)
         return float(lengths.sum()) / SAMPLE_RATE
-
-    def run(self, seconds: float) -> tuple[float, int, float]:
-        return _timed(self._stream, self.train_step, seconds, self.device)
 
     def summary(self) -> dict:
         flops = None
@@ -159,7 +168,7 @@ def _pad_features(items):
     return feats, lengths, torch.cat(targets), torch.tensor([len(t) for t in targets])
 
 
-class _Baseline:
+class _Baseline(_Side):
     """The template loop: per-item CPU features in a default DataLoader, random batches, fp32, packed RNNs."""
 
     def __init__(self, work: _Workload, model_name: str, device, batch_size: int):
@@ -169,10 +178,8 @@ class _Baseline:
         self.scaler = torch.amp.GradScaler(device.type, enabled=False)
         loader = DataLoader(_PerItemFeatures(work, config), batch_size=batch_size, shuffle=True,
                             collate_fn=_pad_features, generator=torch.Generator().manual_seed(0))
-        self.device, self.batch_size, self.real, self.padded = device, batch_size, 0, 0
-        self._stream = (batch for _ in itertools.count() for batch in loader)
-        self.train_step(next(self._stream))  # the first step pays one-off allocation costs
-        _sync(device)
+        self.batch_size, self.real, self.padded = batch_size, 0, 0
+        super().__init__(device, (batch for _ in itertools.count() for batch in loader))
 
     def train_step(self, batch: tuple) -> float:
         feats, lengths, targets, target_lengths = batch
@@ -180,9 +187,6 @@ class _Baseline:
               targets.to(self.device), target_lengths.to(self.device), self.device, "fp32")
         self.real, self.padded = self.real + int(lengths.sum()), self.padded + len(lengths) * int(lengths.max())
         return float(lengths.sum() - len(lengths)) * 0.01  # frames of 10 ms, less the extra edge frame
-
-    def run(self, seconds: float) -> tuple[float, int, float]:
-        return _timed(self._stream, self.train_step, seconds, self.device)
 
 
 def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto", precision: str = "auto",
@@ -196,15 +200,13 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
     sides = {"ours": _Ours(work, model, dev, prec, batch_seconds)}
     if compare_baseline:
         sides["baseline"] = _Baseline(work, model, dev, max(1, round(sides["ours"].mean_batch_size)))
-    totals = {name: [0.0, 0, 0.0] for name in sides}
     for _ in range(rounds):  # alternate, so a slow minute on a shared machine hits both sides
-        for name, side in sides.items():
-            audio, steps, elapsed = side.run(seconds / rounds)
-            totals[name] = [totals[name][0] + audio, totals[name][1] + steps, totals[name][2] + elapsed]
-    audio, steps, elapsed = totals["ours"]
-    result = dict(sides["ours"].summary(), benchmark="train", model=model, device=str(dev), precision=prec,
-                  batch_seconds=batch_seconds, audio_sec_per_sec=audio / elapsed, step_time=elapsed / steps,
-                  steps=steps)
+        for side in sides.values():
+            side.run(seconds / rounds)
+    ours = sides["ours"]
+    result = dict(ours.summary(), benchmark="train", model=model, device=str(dev), precision=prec,
+                  batch_seconds=batch_seconds, audio_sec_per_sec=ours.audio_sec_per_sec,
+                  step_time=ours.elapsed / ours.steps, steps=ours.steps)
     if dev.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(dev)
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in result["gpu"]), None)
@@ -212,9 +214,9 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
             result["fraction_of_peak"] = result["flops_per_audio_second"] * result["audio_sec_per_sec"] / (peak * 1e12)
     if compare_baseline:
         base = sides["baseline"]
-        baseline = totals["baseline"][0] / totals["baseline"][2]
-        result.update(baseline_audio_sec_per_sec=baseline, baseline_padding_fraction=1 - base.real / base.padded,
-                      baseline_batch_size=base.batch_size, speedup_vs_baseline=result["audio_sec_per_sec"] / baseline)
+        result.update(baseline_audio_sec_per_sec=base.audio_sec_per_sec,
+                      baseline_padding_fraction=1 - base.real / base.padded, baseline_batch_size=base.batch_size,
+                      speedup_vs_baseline=ours.audio_sec_per_sec / base.audio_sec_per_sec)
     return result
 
 

@@ -36,7 +36,7 @@ class LogMelFeatures(nn.Module):
     @classmethod
     def for_model(cls, config) -> LogMelFeatures:
         """The features a model config was trained on (its ``n_mels`` and ``lifter``)."""
-        return cls(config.n_mels, lifter=getattr(config, "lifter", 0))
+        return cls(config.n_mels, lifter=config.lifter)
 
     def frame_lengths(self, wave_lengths: torch.Tensor) -> torch.Tensor:
         """Frames produced by a centred STFT for each wave length."""
