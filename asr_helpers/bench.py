@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+from dataclasses import replace
 from typing import Iterator
 
 import torch
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from asr_helpers.evaluation import autocast_context, ctc_loss
 from asr_helpers.features import LogMelFeatures
-from asr_helpers.model import DeepSpeech2, model_config
+from asr_helpers.model import DeepSpeech2, ModelConfig, model_config
 from asr_helpers.dataset import LengthBucketSampler
 from asr_helpers.training import resolve_device, resolve_precision
 
@@ -104,8 +105,8 @@ class _Side:
 class _Ours(_Side):
     """The workbook pipeline: length-bucketed batches, features on the device, AMP, masked RNNs on CPU."""
 
-    def __init__(self, work: _Workload, model_name: str, device, precision, batch_seconds: float):
-        config = model_config(model_name, 29, rnn_mode="packed" if device.type == "cuda" else "masked")
+    def __init__(self, work: _Workload, config: ModelConfig, device, precision, batch_seconds: float):
+        config = replace(config, rnn_mode="packed" if device.type == "cuda" else "masked")
         self.model, self.features = DeepSpeech2(config).to(device).train(), LogMelFeatures.for_model(config).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -171,8 +172,8 @@ def _pad_features(items):
 class _Baseline(_Side):
     """The template loop: per-item CPU features in a default DataLoader, random batches, fp32, packed RNNs."""
 
-    def __init__(self, work: _Workload, model_name: str, device, batch_size: int):
-        config = model_config(model_name, 29, rnn_mode="packed")
+    def __init__(self, work: _Workload, config: ModelConfig, device, batch_size: int):
+        config = replace(config, rnn_mode="packed")
         self.model = DeepSpeech2(config).to(device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.scaler = torch.amp.GradScaler(device.type, enabled=False)
@@ -190,21 +191,27 @@ class _Baseline(_Side):
 
 
 def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto", precision: str = "auto",
-                batch_seconds: float = 160.0, compare_baseline: bool = False, utterances: int = 200) -> dict:
-    """Training throughput of the workbook pipeline (and of the baseline, alternating)."""
+                batch_seconds: float = 160.0, compare_baseline: bool = False, utterances: int = 200,
+                rnn_type: str | None = None) -> dict:
+    """Training throughput of the workbook pipeline (and of the baseline, alternating).
+
+    ``rnn_type`` overrides the preset's recurrent cell; the baseline always uses the same model.
+    """
     torch.manual_seed(0)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    config = model_config(model, 29, **({"rnn_type": rnn_type} if rnn_type else {}))
     work = _Workload(utterances, 29)
     rounds = 2 if compare_baseline else 1
-    sides = {"ours": _Ours(work, model, dev, prec, batch_seconds)}
+    sides = {"ours": _Ours(work, config, dev, prec, batch_seconds)}
     if compare_baseline:
-        sides["baseline"] = _Baseline(work, model, dev, max(1, round(sides["ours"].mean_batch_size)))
+        sides["baseline"] = _Baseline(work, config, dev, max(1, round(sides["ours"].mean_batch_size)))
     for _ in range(rounds):  # alternate, so a slow minute on a shared machine hits both sides
         for side in sides.values():
             side.run(seconds / rounds)
     ours = sides["ours"]
-    result = dict(ours.summary(), benchmark="train", model=model, device=str(dev), precision=prec,
+    result = dict(ours.summary(), benchmark="train", model=model, rnn_type=config.rnn_type, device=str(dev),
+                  precision=prec,
                   batch_seconds=batch_seconds, audio_sec_per_sec=ours.audio_sec_per_sec,
                   step_time=ours.elapsed / ours.steps, steps=ours.steps)
     if dev.type == "cuda":
@@ -253,7 +260,7 @@ def run(what: str, args) -> dict:
     """Dispatch for the CLI."""
     if what == "train":
         return bench_train(args.model, args.seconds, args.device, args.precision, args.batch_seconds,
-                           args.compare_baseline)
+                           args.compare_baseline, rnn_type=args.rnn_type)
     if what == "data":
         return bench_data(args.workers, args.seconds)
     from asr_helpers import paths

@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio seconds per batch")
     bench.add_argument("--workers", type=int, default=2)
     bench.add_argument("--compare-baseline", action="store_true")
+    bench.add_argument("--rnn-type", choices=("gru", "lstm"), default=None, help="default: the preset's")
     bench.set_defaults(func=_bench)
     return parser
 

@@ -1,9 +1,11 @@
-"""DeepSpeech2: a 2-D convolution front end, bidirectional GRUs and a linear CTC head.
+"""DeepSpeech2: a 2-D convolution front end, bidirectional GRUs or LSTMs and a linear CTC head.
 
 Padding must never reach a recurrent state. Two ways are offered and give the same result:
 ``packed`` sequences (cuDNN handles them well on a GPU) and ``masked``, which runs the
 backward direction on each utterance reversed within its own length so padding always comes
 last and is never read (on CPU this is several times faster than packing at large batches).
+On CPU an LSTM is faster than a GRU of the same width: PyTorch runs it as one fused oneDNN
+kernel per layer, while a GRU runs cell by cell (measured in PERFORMANCE.md).
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+RNN_TYPES: dict[str, type[nn.RNNBase]] = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class ModelConfig:
     rnn_layers: int = 3
     rnn_hidden: int = 256
     rnn_mode: str = "masked"  # "masked" or "packed": same maths, different speed per device
+    rnn_type: str = "gru"     # "gru" or "lstm"
     vocab_size: int = 29
     lifter: int = 0  # cepstral coefficients kept by LogMelFeatures (0: plain log-mel)
 
@@ -31,6 +37,8 @@ class ModelConfig:
             raise ValueError("conv_channels, conv_kernels and conv_strides need the same length")
         if self.rnn_mode not in ("masked", "packed"):
             raise ValueError(f"rnn_mode must be 'masked' or 'packed', not {self.rnn_mode!r}")
+        if self.rnn_type not in RNN_TYPES:
+            raise ValueError(f"rnn_type must be one of {sorted(RNN_TYPES)}, not {self.rnn_type!r}")
 
     @property
     def time_stride(self) -> int:
@@ -43,7 +51,7 @@ class ModelConfig:
 PRESETS: dict[str, dict] = {
     "tiny": dict(n_mels=40, conv_channels=(8, 8), conv_kernels=((11, 5), (11, 5)), rnn_layers=2, rnn_hidden=96),
     "small": dict(n_mels=64, conv_channels=(32, 32), conv_kernels=((21, 11), (11, 11)), conv_strides=((2, 3), (2, 1)),
-                  rnn_layers=3, rnn_hidden=320, lifter=20),
+                  rnn_layers=3, rnn_hidden=320, lifter=20, rnn_type="lstm"),
     "base": dict(n_mels=80, conv_channels=(32, 32, 96), conv_kernels=((41, 11), (21, 11), (21, 11)),
                  conv_strides=((2, 2), (2, 1), (2, 1)), rnn_layers=5, rnn_hidden=768, rnn_mode="packed"),
 }
@@ -93,17 +101,18 @@ class MaskedBatchNorm(nn.Module):
         return out
 
 
-class BiGRULayer(nn.Module):
-    """BatchNorm -> bidirectional GRU, directions summed (as in DeepSpeech2)."""
+class BiRNNLayer(nn.Module):
+    """BatchNorm -> bidirectional GRU or LSTM, directions summed (as in DeepSpeech2)."""
 
-    def __init__(self, input_size: int, hidden: int, mode: str, norm: bool):
+    def __init__(self, input_size: int, hidden: int, config: ModelConfig, norm: bool):
         super().__init__()
-        self.mode = mode
+        self.mode = config.rnn_mode
         self.norm = MaskedBatchNorm(input_size) if norm else None
-        self.forward_rnn = nn.GRU(input_size, hidden, batch_first=True)
-        self.backward_rnn = nn.GRU(input_size, hidden, batch_first=True)
+        rnn = RNN_TYPES[config.rnn_type]
+        self.forward_rnn = rnn(input_size, hidden, batch_first=True)
+        self.backward_rnn = rnn(input_size, hidden, batch_first=True)
 
-    def _run(self, rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _run(self, rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.mode == "masked":
             return rnn(x)[0]
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -132,7 +141,7 @@ class DeepSpeech2(nn.Module):
         self.convs = nn.ModuleList(convs)
         rnn_input = channels * freq
         self.rnns = nn.ModuleList(
-            BiGRULayer(rnn_input if i == 0 else config.rnn_hidden, config.rnn_hidden, config.rnn_mode, norm=i > 0)
+            BiRNNLayer(rnn_input if i == 0 else config.rnn_hidden, config.rnn_hidden, config, norm=i > 0)
             for i in range(config.rnn_layers))
         self.head_norm = MaskedBatchNorm(config.rnn_hidden)
         self.head = nn.Linear(config.rnn_hidden, config.vocab_size)

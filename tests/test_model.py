@@ -23,10 +23,12 @@ def test_presets_sizes():
     assert counts["tiny"] < counts["small"] < counts["base"]
 
 
-def test_padding_never_leaks_and_packed_equals_masked():
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_padding_never_leaks_and_packed_equals_masked(rnn_type):
     torch.manual_seed(0)
-    masked = DeepSpeech2(model_config("tiny", 29, rnn_mode="masked")).eval()
-    packed = DeepSpeech2(model_config("tiny", 29, rnn_mode="packed")).eval()
+    masked = DeepSpeech2(model_config("tiny", 29, rnn_mode="masked", rnn_type=rnn_type)).eval()
+    packed = DeepSpeech2(model_config("tiny", 29, rnn_mode="packed", rnn_type=rnn_type)).eval()
+    assert isinstance(masked.rnns[0].forward_rnn, torch.nn.LSTM if rnn_type == "lstm" else torch.nn.GRU)
     packed.load_state_dict(masked.state_dict())
     lengths = torch.tensor([120, 77, 31])
     feats = torch.randn(3, 40, 120)
@@ -47,6 +49,8 @@ def test_log_probs_normalised_and_config_round_trip():
         config_from_dict({"bogus": 1})
     with pytest.raises(ValueError, match="preset"):
         model_config("huge", 29)
+    with pytest.raises(ValueError, match="rnn_type"):
+        model_config("tiny", 29, rnn_type="transformer")
 
 
 def test_reverse_within_lengths():
