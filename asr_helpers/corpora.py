@@ -18,6 +18,22 @@ def synthetic_root(minutes: float, seed: int) -> Path:
     return paths.data_dir() / f"synthetic-{minutes:g}min-seed{seed}"
 
 
+def find_corpus_root(corpus: str, split: str, root: str | Path | None = None,
+                     synth_minutes: float = 60.0, seed: int = 0) -> Path | None:
+    """The LibriSpeech root already holding ``split`` for ``corpus``, or None; renders and downloads nothing.
+
+    Looks where ``prepare_corpus`` would put or find it: ``root``, the synthetic corpus's folder,
+    or for LibriSpeech the project's data folder and then a Kaggle input mount.
+    """
+    if root is not None:
+        return Path(root) if (Path(root) / split).is_dir() else None
+    if corpus == "synthetic":
+        librispeech_root = synthetic_root(synth_minutes, seed) / "LibriSpeech"
+        return librispeech_root if (librispeech_root / split).is_dir() else None
+    from asr_helpers.librispeech import find_mounted
+    return find_mounted(split)
+
+
 def prepare_corpus(corpus: str, splits: list[str], root: str | Path | None = None,
                    synth_minutes: float = 60.0, seed: int = 0) -> Path:
     """The LibriSpeech root (the folder holding ``<split>/``) for ``corpus``, ready to index.

@@ -102,16 +102,17 @@ def bonus_tasks(run: Path, bpe_runs: list[str]) -> list[str]:
 
 
 def audio_path(run: Path, split: str, utt_id: str) -> Path | None:
-    """Where an utterance's audio lives, derived from the run's settings and the LibriSpeech
+    """Where an utterance's audio lives, found from the run's settings and the LibriSpeech
     layout (nothing is rendered or downloaded); None when that corpus is not on this machine."""
-    from asr_helpers.corpora import synthetic_root
+    from asr_helpers.corpora import find_corpus_root
     config = _json(run / "config.json")
-    if config.get("data_root"):
-        root = Path(config["data_root"])
-    elif config.get("corpus") == "synthetic":
-        root = synthetic_root(config.get("synth_minutes", 60.0), config.get("seed", 0)) / "LibriSpeech"
-    else:
-        root = paths.data_dir() / "LibriSpeech"
+    try:
+        root = find_corpus_root(config.get("corpus", "synthetic"), split, config.get("data_root"),
+                                config.get("synth_minutes", 60.0), config.get("seed", 0))
+    except ValueError:  # a split name the corpus does not have
+        return None
+    if root is None:
+        return None
     speaker, chapter, _ = utt_id.split("-")
     path = root / split / speaker / chapter / f"{utt_id}.flac"
     return path if path.exists() else None

@@ -49,3 +49,21 @@ def test_audio_path_follows_the_librispeech_layout(tmp_path):
     flac.parent.mkdir(parents=True)
     flac.write_bytes(b"")
     assert report.audio_path(paths.runs_dir() / "a", "test-clean", "1-2-0000") == flac
+
+
+def test_audio_path_finds_librispeech_on_a_kaggle_mount(tmp_path, monkeypatch):
+    from asr_helpers import librispeech
+    run = paths.runs_dir() / "ls"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"corpus": "librispeech", "data_root": None}))
+    kaggle = tmp_path / "kaggle-input"
+    monkeypatch.setattr(librispeech, "KAGGLE_INPUT", kaggle)
+    assert report.audio_path(run, "test-clean", "1-2-0000") is None
+    chapter = kaggle / "librispeech-clean" / "LibriSpeech" / "test-clean" / "1" / "2"
+    chapter.mkdir(parents=True)
+    (chapter / "1-2.trans.txt").write_text("1-2-0000 THE CAT\n")
+    (chapter / "1-2-0000.flac").write_bytes(b"")
+    assert report.audio_path(run, "test-clean", "1-2-0000") == chapter / "1-2-0000.flac"
+    assert report.audio_path(run, "no-such-split", "1-2-0000") is None
+    (run / "config.json").write_text(json.dumps({"corpus": "librispeech", "data_root": str(tmp_path / "elsewhere")}))
+    assert report.audio_path(run, "test-clean", "1-2-0000") is None  # an explicit root is the only place looked
