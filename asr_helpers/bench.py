@@ -200,7 +200,9 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
     torch.manual_seed(0)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    config = model_config(model, 29, **({"rnn_type": rnn_type} if rnn_type else {}))
+    config = model_config(model, 29)
+    if rnn_type:
+        config = replace(config, rnn_type=rnn_type)
     work = _Workload(utterances, 29)
     rounds = 2 if compare_baseline else 1
     sides = {"ours": _Ours(work, config, dev, prec, batch_seconds)}
@@ -211,8 +213,7 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
             side.run(seconds / rounds)
     ours = sides["ours"]
     result = dict(ours.summary(), benchmark="train", model=model, rnn_type=config.rnn_type, device=str(dev),
-                  precision=prec,
-                  batch_seconds=batch_seconds, audio_sec_per_sec=ours.audio_sec_per_sec,
+                  precision=prec, batch_seconds=batch_seconds, audio_sec_per_sec=ours.audio_sec_per_sec,
                   step_time=ours.elapsed / ours.steps, steps=ours.steps)
     if dev.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(dev)

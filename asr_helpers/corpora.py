@@ -22,16 +22,16 @@ def find_corpus_root(corpus: str, split: str, root: str | Path | None = None,
                      synth_minutes: float = 60.0, seed: int = 0) -> Path | None:
     """The LibriSpeech root already holding ``split`` for ``corpus``, or None; renders and downloads nothing.
 
-    Looks where ``prepare_corpus`` would put or find it: ``root``, the synthetic corpus's folder,
-    or for LibriSpeech the project's data folder and then a Kaggle input mount.
+    Looks where ``prepare_corpus`` would: ``root`` itself, then the synthetic corpus's folder,
+    or for LibriSpeech ``librispeech.locate_split`` (``root/LibriSpeech``, then a Kaggle mount).
     """
-    if root is not None:
-        return Path(root) if (Path(root) / split).is_dir() else None
+    if root is not None and (Path(root) / split).is_dir():
+        return Path(root)
     if corpus == "synthetic":
         librispeech_root = synthetic_root(synth_minutes, seed) / "LibriSpeech"
-        return librispeech_root if (librispeech_root / split).is_dir() else None
-    from asr_helpers.librispeech import find_mounted
-    return find_mounted(split)
+        return librispeech_root if root is None and (librispeech_root / split).is_dir() else None
+    from asr_helpers.librispeech import locate_split
+    return locate_split(split, Path(root) if root is not None else None)
 
 
 def prepare_corpus(corpus: str, splits: list[str], root: str | Path | None = None,

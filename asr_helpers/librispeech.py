@@ -132,21 +132,28 @@ def find_mounted(split: str, search_roots: list[Path] | None = None) -> Path | N
     Kaggle datasets nest the split in different ways (``<ds>/LibriSpeech/<split>``,
     ``<ds>/<split>/LibriSpeech/<split>``, ...), so this walks breadth first to a bounded
     depth, never into speaker folders or hidden ones, and returns the shallowest match.
-    Without ``search_roots`` it checks the project's own copy, ``data_dir()/LibriSpeech``,
-    and then walks ``/kaggle/input``. The data folder itself is not walked: it also holds
-    the synthetic corpus in LibriSpeech layout, which must never pass for the real thing.
+    ``search_roots`` defaults to ``/kaggle/input``.
     """
     split_info(split)
-    if search_roots is None:
-        own = paths.data_dir() / "LibriSpeech"
-        if _is_split_dir(own / split):
-            return own
-        search_roots = [KAGGLE_INPUT]
-    for root in search_roots:
+    for root in search_roots if search_roots is not None else [KAGGLE_INPUT]:
         found = _search(Path(root), split)
         if found is not None:
             return found
     return None
+
+
+def locate_split(split: str, root: Path | None = None) -> Path | None:
+    """The LibriSpeech root already holding ``split``, or None; downloads nothing.
+
+    Checks ``root/LibriSpeech/<split>`` (``root`` defaults to ``paths.data_dir()``), then a
+    Kaggle input copy. The data folder itself is not walked: it also holds the synthetic
+    corpus in LibriSpeech layout, which must never pass for the real thing.
+    """
+    split_info(split)
+    librispeech = (Path(root) if root is not None else paths.data_dir()) / "LibriSpeech"
+    if _is_split_dir(librispeech / split):
+        return librispeech
+    return find_mounted(split)
 
 
 def ensure_split(
@@ -166,14 +173,12 @@ def ensure_split(
     verifies it and extracts it to ``root/LibriSpeech/<split>``. The archive is deleted
     afterwards unless ``keep_archive`` (keeping it doubles the disk use).
     """
+    found = locate_split(split, root)
+    if found is not None:
+        return found
     info = split_info(split)
     root = Path(root) if root is not None else paths.data_dir()
     librispeech = root / "LibriSpeech"
-    if _is_split_dir(librispeech / split):
-        return librispeech
-    found = find_mounted(split, [KAGGLE_INPUT])
-    if found is not None:
-        return found
     if base_url is not None:
         urls = [split_url(split, base_url=base_url)]
     else:

@@ -104,13 +104,13 @@ class MaskedBatchNorm(nn.Module):
 class BiRNNLayer(nn.Module):
     """BatchNorm -> bidirectional GRU or LSTM, directions summed (as in DeepSpeech2)."""
 
-    def __init__(self, input_size: int, hidden: int, config: ModelConfig, norm: bool):
+    def __init__(self, input_size: int, config: ModelConfig, norm: bool):
         super().__init__()
         self.mode = config.rnn_mode
         self.norm = MaskedBatchNorm(input_size) if norm else None
         rnn = RNN_TYPES[config.rnn_type]
-        self.forward_rnn = rnn(input_size, hidden, batch_first=True)
-        self.backward_rnn = rnn(input_size, hidden, batch_first=True)
+        self.forward_rnn = rnn(input_size, config.rnn_hidden, batch_first=True)
+        self.backward_rnn = rnn(input_size, config.rnn_hidden, batch_first=True)
 
     def _run(self, rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.mode == "masked":
@@ -141,7 +141,7 @@ class DeepSpeech2(nn.Module):
         self.convs = nn.ModuleList(convs)
         rnn_input = channels * freq
         self.rnns = nn.ModuleList(
-            BiRNNLayer(rnn_input if i == 0 else config.rnn_hidden, config.rnn_hidden, config, norm=i > 0)
+            BiRNNLayer(rnn_input if i == 0 else config.rnn_hidden, config, norm=i > 0)
             for i in range(config.rnn_layers))
         self.head_norm = MaskedBatchNorm(config.rnn_hidden)
         self.head = nn.Linear(config.rnn_hidden, config.vocab_size)

@@ -17,6 +17,7 @@ from asr_helpers.librispeech import (
     UnknownSplitError,
     ensure_split,
     find_mounted,
+    locate_split,
     split_url,
 )
 from fixtures_http import (  # noqa: F401 - file_server is a fixture
@@ -73,7 +74,7 @@ def test_urls_for_default_named_and_custom_mirrors():
         split_url("dev-clean", mirror="mars")
 
 
-@pytest.mark.parametrize("call", [ensure_split, find_mounted, split_url])
+@pytest.mark.parametrize("call", [ensure_split, find_mounted, locate_split, split_url])
 def test_unknown_split_lists_the_valid_ones(call):
     with pytest.raises(UnknownSplitError, match="'dev_clean'.*dev-clean, dev-other.*dev-clean-2"):
         call("dev_clean")
@@ -195,13 +196,13 @@ def test_default_search_finds_own_copy_and_kaggle_but_not_the_synthetic_corpus(
     data = tmp_path / "data"
     monkeypatch.setenv("ASR_DATA_DIR", str(data))
     write_librispeech_split(data / "synthetic-60min-seed0", "dev-clean")
-    assert find_mounted("dev-clean") is None
+    assert locate_split("dev-clean") is None
     write_librispeech_split(data, "dev-clean-2")
-    assert find_mounted("dev-clean-2") == data / "LibriSpeech"
+    assert locate_split("dev-clean-2") == data / "LibriSpeech"
     kaggle = tmp_path / "kaggle" / "input"
     write_librispeech_split(kaggle / "librispeech" / "dev-clean", "dev-clean")
     monkeypatch.setattr(ls, "KAGGLE_INPUT", kaggle)
-    assert find_mounted("dev-clean") == kaggle / "librispeech" / "dev-clean" / "LibriSpeech"
+    assert locate_split("dev-clean") == kaggle / "librispeech" / "dev-clean" / "LibriSpeech"
 
 
 def test_ensure_split_never_returns_the_synthetic_corpus(file_server, tmp_path, monkeypatch):

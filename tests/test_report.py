@@ -65,5 +65,11 @@ def test_audio_path_finds_librispeech_on_a_kaggle_mount(tmp_path, monkeypatch):
     (chapter / "1-2-0000.flac").write_bytes(b"")
     assert report.audio_path(run, "test-clean", "1-2-0000") == chapter / "1-2-0000.flac"
     assert report.audio_path(run, "no-such-split", "1-2-0000") is None
+    downloaded = tmp_path / "data" / "LibriSpeech" / "test-clean" / "1" / "2"  # ensure_split's download layout
+    downloaded.mkdir(parents=True)
+    (downloaded / "1-2.trans.txt").write_text("1-2-0000 THE CAT\n")
+    (downloaded / "1-2-0000.flac").write_bytes(b"")
+    (run / "config.json").write_text(json.dumps({"corpus": "librispeech", "data_root": str(tmp_path / "data")}))
+    assert report.audio_path(run, "test-clean", "1-2-0000") == downloaded / "1-2-0000.flac"
     (run / "config.json").write_text(json.dumps({"corpus": "librispeech", "data_root": str(tmp_path / "elsewhere")}))
-    assert report.audio_path(run, "test-clean", "1-2-0000") is None  # an explicit root is the only place looked
+    assert report.audio_path(run, "test-clean", "1-2-0000") == chapter / "1-2-0000.flac"  # as prepare_corpus would
