@@ -20,7 +20,7 @@ from asr_helpers.evaluation import autocast_context, ctc_loss
 from asr_helpers.features import LogMelFeatures
 from asr_helpers.model import DeepSpeech2, ModelConfig, model_config
 from asr_helpers.dataset import LengthBucketSampler
-from asr_helpers.training import resolve_device, resolve_precision
+from asr_helpers.runtime import resolve_device, resolve_precision
 
 SAMPLE_RATE = 16000
 CHARS_PER_SECOND = 14.0

@@ -19,6 +19,7 @@ from asr_helpers.evaluation import ModelOutputs, compute_outputs
 from asr_helpers.features import LogMelFeatures
 from asr_helpers.manifest import Utterance
 from asr_helpers.metrics import cer, utterance_errors, wer
+from asr_helpers.rundir import RunDir
 
 
 def cached_outputs(checkpoint: Path, utterances: list[Utterance], name: str, device: str | None = None) -> ModelOutputs:
@@ -62,7 +63,7 @@ def decode_split(split: str, outputs: ModelOutputs, tokenizer, beam_width: int =
         "beam": lambda: [beam_decode(*_batch(lp), tokenizer, beam_width)[0] for lp in outputs.log_probs],
     }
     if lm_decoder is not None:
-        runs["beam+lm"] = lambda: lm_decoder.decode_batch(outputs.log_probs, pool_size)
+        runs["lm"] = lambda: lm_decoder.decode_batch(outputs.log_probs, pool_size)
     for name, run in runs.items():
         started = time.perf_counter()
         result.texts[name] = run()
@@ -81,7 +82,7 @@ def decoder_table(results: list[SplitDecodes]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def lm_effects(result: SplitDecodes, base: str = "beam", with_lm: str = "beam+lm", top: int = 5) -> pd.DataFrame:
+def lm_effects(result: SplitDecodes, base: str = "beam", with_lm: str = "lm", top: int = 5) -> pd.DataFrame:
     """Utterances where the LM fixed the most words, and where it broke the most."""
     rows = []
     for utt_id, ref, before, after in zip(result.ids, result.references, result.texts[base], result.texts[with_lm]):
@@ -97,7 +98,7 @@ def write_recogs(result: SplitDecodes, folder: Path) -> list[Path]:
     """``recogs-<split>-<decoder>.txt`` (id, reference, hypothesis), icefall style, for the report."""
     written = []
     for name, texts in result.texts.items():
-        path = Path(folder) / f"recogs-{result.split}-{name.replace('+', '_')}.txt"
+        path = RunDir(Path(folder)).recogs(result.split, name)
         path.write_text("".join(f"{i}\tref={r}\thyp={h}\n" for i, r, h in zip(result.ids, result.references, texts)))
         written.append(path)
     return written

@@ -25,6 +25,7 @@ import numpy as np
 from asr_helpers import paths
 from asr_helpers.decoding import UNIGRAMS_FILE, LMDecoder, bench_decode, peaky_log_probs
 from asr_helpers.metrics import wer
+from asr_helpers.rundir import LM_PARAMS
 from asr_helpers.text import CharTokenizer, TextError, normalize_transcript
 
 # KenLM's PyPI sdist carries the full C++ source, lmplz and build_binary included.
@@ -60,7 +61,6 @@ OPENSLR_LMS = {
                        "f2b2d1507637ddf459d3579159f7e8099ed7d77452ff1059aeeeaea33d274613"),
 }
 OPENSLR_VOCAB = Resource("librispeech-vocab.txt", "bf3cc7a50112831ed8b0afa40cae96a5", None)
-LM_PARAMS_FILE = "lm_params.json"
 _BLOCK = 1 << 24
 
 
@@ -254,7 +254,7 @@ class TuneResult:
         """Write ``lm_params.json`` next to a checkpoint file (or into a checkpoint folder)."""
         checkpoint = Path(checkpoint)
         folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-        target = folder / LM_PARAMS_FILE
+        target = folder / LM_PARAMS
         state = {**asdict(self), "lm": None if lm_path is None else str(lm_path)}
         target.write_text(json.dumps(state, indent=2) + "\n")
         return target
@@ -263,9 +263,9 @@ class TuneResult:
 def load_lm_params(checkpoint: Path) -> TuneResult:
     """The tuned alpha/beta saved next to a checkpoint by ``TuneResult.save``."""
     checkpoint = Path(checkpoint)
-    target = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / LM_PARAMS_FILE
+    target = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / LM_PARAMS
     if not target.is_file():
-        raise FileNotFoundError(f"no {LM_PARAMS_FILE} next to {checkpoint}: run lm.tune_alpha_beta and save it")
+        raise FileNotFoundError(f"no {LM_PARAMS} next to {checkpoint}: run lm.tune_alpha_beta and save it")
     state = json.loads(target.read_text())
     state.pop("lm", None)
     return TuneResult(**state)

@@ -4,13 +4,13 @@ Only reads ``artifacts/runs/``; it never trains or decodes, so the report render
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from asr_helpers import paths
 from asr_helpers.metrics import utterance_errors
+from asr_helpers.rundir import RunDir
 
 
 class NoRunsError(FileNotFoundError):
@@ -19,32 +19,28 @@ class NoRunsError(FileNotFoundError):
 
 def finished_runs() -> list[Path]:
     """Run folders with a ``train_summary.json``, oldest first."""
-    runs = [p.parent for p in paths.runs_dir().glob("*/train_summary.json")]
-    return sorted(runs, key=lambda p: (p / "train_summary.json").stat().st_mtime)
+    runs = [p for p in paths.runs_dir().iterdir() if RunDir(p).finished] if paths.runs_dir().is_dir() else []
+    return sorted(runs, key=lambda p: RunDir(p).summary.stat().st_mtime)
 
 
 def pick_run(name: str | None) -> Path:
     """The named run, or the most recent finished one; a clear error when there is none."""
     runs = finished_runs()
     if name:
-        run = paths.runs_dir() / name
-        if not (run / "train_summary.json").exists():
+        run = RunDir.named(name)
+        if not run.finished:
             known = [r.name for r in runs]
-            raise NoRunsError(f"run {name!r} has not finished (no {run}/train_summary.json); finished runs: {known}")
-        return run
+            raise NoRunsError(f"run {name!r} has not finished (no {run.summary}); finished runs: {known}")
+        return run.path
     if not runs:
         raise NoRunsError(f"no finished run under {paths.runs_dir()}: train one with notebooks/03_train.ipynb "
                           "(or ./run_all.sh) first")
     return runs[-1]
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def run_row(run: Path) -> dict:
     """One line per run: what was set and what came out (final greedy dev metrics)."""
-    config, summary = _json(run / "config.json"), _json(run / "train_summary.json")
+    config, summary = RunDir(run).read_config(), RunDir(run).read_summary()
     row = {"run": run.name, "model": config.get("model_size"), "tokenizer": config.get("tokenizer"),
            "augment": config.get("augment"), "corpus": config.get("corpus"), "epochs_done": summary.get("epochs"),
            "steps": summary.get("steps"), "minutes": round(summary.get("minutes", float("nan")), 1),
@@ -61,12 +57,12 @@ def runs_table() -> pd.DataFrame:
 
 def ablation(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Rows for the named runs that exist, and the names still missing."""
-    present = [n for n in names if (paths.runs_dir() / n / "train_summary.json").exists()]
-    return pd.DataFrame([run_row(paths.runs_dir() / n) for n in present]), [n for n in names if n not in present]
+    present = [n for n in names if RunDir.named(n).finished]
+    return pd.DataFrame([run_row(RunDir.named(n).path) for n in present]), [n for n in names if n not in present]
 
 
 def decoder_results(run: Path) -> pd.DataFrame:
-    path = run / "decoding.json"
+    path = RunDir(run).decoding
     return pd.read_json(path) if path.exists() else pd.DataFrame()
 
 
@@ -81,7 +77,7 @@ def read_recogs(path: Path) -> pd.DataFrame:
 
 
 def best_and_worst(run: Path, split: str, decoder: str = "beam", count: int = 3) -> pd.DataFrame:
-    path = run / f"recogs-{split}-{decoder.replace('+', '_')}.txt"
+    path = RunDir(run).recogs(split, decoder)
     if not path.exists():
         return pd.DataFrame()
     frame = read_recogs(path).sort_values(["wer", "cer"])
@@ -92,11 +88,11 @@ def bonus_tasks(run: Path, bpe_runs: list[str]) -> list[str]:
     """Bonus tasks of the course that the recorded artifacts show as done."""
     done = []
     decoding = decoder_results(run)
-    if not decoding.empty and "beam+lm" in set(decoding.decoder):
-        lm_wer = decoding[decoding.decoder == "beam+lm"].wer.mean()
+    if not decoding.empty and "lm" in set(decoding.decoder):
+        lm_wer = decoding[decoding.decoder == "lm"].wer.mean()
         greedy_wer = decoding[decoding.decoder == "greedy"].wer.mean()
         done.append(f"external n-gram LM with pyctcdecode + KenLM (mean WER {greedy_wer:.3f} greedy -> {lm_wer:.3f} with LM)")
-    if any(_json(paths.runs_dir() / n / "config.json").get("tokenizer") == "bpe" for n in bpe_runs):
+    if any(RunDir.named(n).read_config().get("tokenizer") == "bpe" for n in bpe_runs):
         done.append("BPE tokenisation with a characters-vs-BPE ablation")
     return done
 
@@ -105,7 +101,7 @@ def audio_path(run: Path, split: str, utt_id: str) -> Path | None:
     """Where an utterance's audio lives, found from the run's settings and the LibriSpeech
     layout (nothing is rendered or downloaded); None when that corpus is not on this machine."""
     from asr_helpers.corpora import find_corpus_root
-    config = _json(run / "config.json")
+    config = RunDir(run).read_config()
     try:
         root = find_corpus_root(config.get("corpus", "synthetic"), split, config.get("data_root"),
                                 config.get("synth_minutes", 60.0), config.get("seed", 0))

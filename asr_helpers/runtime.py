@@ -36,6 +36,37 @@ def _wandb_key_from_secrets(env: str) -> None:
         os.environ.pop("WANDB_API_KEY", None)
 
 
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch RNGs from one seed."""
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(requested: str) -> "torch.device":
+    """``auto`` picks the GPU when one is visible; asking for a missing GPU is an error."""
+    import torch
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but no GPU is visible")
+    return torch.device(requested)
+
+
+def resolve_precision(requested: str, device: "torch.device") -> str:
+    """bf16 where the GPU supports it, fp16 (with loss scaling) on T4/P100, fp32 on CPU."""
+    if requested != "auto":
+        if device.type == "cpu" and requested == "fp16":
+            raise ValueError("fp16 needs a GPU; use fp32 or bf16 on CPU")
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    import torch
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def setup(seed: int = 0) -> dict:
     """Seed everything, point artifacts at persistent storage on Kaggle, print versions and device."""
     import numpy as np
@@ -47,9 +78,7 @@ def setup(seed: int = 0) -> dict:
         os.environ.setdefault("ASR_ARTIFACTS_DIR", "/kaggle/working/artifacts")
         os.environ.setdefault("ASR_DATA_DIR", "/kaggle/working/data")
     _wandb_key_from_secrets(env)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     info = {"environment": env, "python": platform.python_version(), "torch": torch.__version__,
             "torchaudio": torchaudio.__version__, "numpy": np.__version__, "device": device,

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from asr_helpers.rundir import RunDir
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,8 @@ class Tracker:
     def __init__(self, run_dir: Path, config: dict, wandb_mode: str = "auto", project: str = "asr-workbook",
                  active: bool = True):
         self.run_dir, self.active = Path(run_dir), active
-        self.media = self.run_dir / "media"
+        self.files = RunDir(self.run_dir)
+        self.media = self.files.media
         self._wandb = None
         if not active:
             return
@@ -49,15 +52,15 @@ class Tracker:
             except Exception as error:  # a tracker must never stop training
                 log.warning("wandb unavailable (%s); logging to files only", error)
 
-    def _append(self, name: str, record: dict) -> None:
-        with (self.run_dir / name).open("a") as handle:
+    def _append(self, path: Path, record: dict) -> None:
+        with path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def scalars(self, kind: str, values: dict, step: int) -> None:
         """Numbers such as loss, grad norm, LR; ``kind`` is ``train`` or ``eval/<split>``."""
         if not self.active:
             return
-        self._append("history.jsonl", {"kind": kind, "step": step, "time": time.time(), **values})
+        self._append(self.files.history, {"kind": kind, "step": step, "time": time.time(), **values})
         if self._wandb is not None:
             self._wandb.log({f"{kind}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
 
@@ -65,7 +68,7 @@ class Tracker:
         """A text table, e.g. target / prediction / CER / WER samples."""
         if not self.active:
             return
-        self._append("samples.jsonl", {"name": name, "step": step, "rows": [dict(zip(columns, r)) for r in rows]})
+        self._append(self.files.samples, {"name": name, "step": step, "rows": [dict(zip(columns, r)) for r in rows]})
         if self._wandb is not None:
             import wandb
             self._wandb.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
@@ -97,7 +100,7 @@ class Tracker:
 
 def _run_id(run_dir: Path) -> str:
     """A stable wandb id per run folder, so a resumed run continues the same wandb run."""
-    id_file = run_dir / "wandb_id.txt"
+    id_file = RunDir(run_dir).wandb_id
     if not id_file.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(f"{run_dir.name}-{int(time.time())}")

@@ -16,14 +16,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from asr_helpers import paths
 from asr_helpers.augment import WaveAugment, spec_augment_from_preset
 from asr_helpers.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from asr_helpers.config import TrainConfig
@@ -33,36 +31,13 @@ from asr_helpers.evaluation import autocast_context, ctc_loss, evaluate
 from asr_helpers.features import LogMelFeatures
 from asr_helpers.manifest import Utterance, load_splits
 from asr_helpers.model import DeepSpeech2, config_to_dict, model_config
+from asr_helpers.rundir import RunDir
+from asr_helpers.runtime import resolve_device, resolve_precision, seed_everything
 from asr_helpers.schedule import one_cycle, session_progress
 from asr_helpers.text import CharTokenizer
 from asr_helpers.tracking import Tracker
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but no GPU is visible")
-    return torch.device(requested)
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """bf16 where the GPU supports it, fp16 (with loss scaling) on T4/P100, fp32 on CPU."""
-    if requested != "auto":
-        if device.type == "cpu" and requested == "fp16":
-            raise ValueError("fp16 needs a GPU; use fp32 or bf16 on CPU")
-        return requested
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def build_tokenizer(config: TrainConfig, texts: list[str]):
@@ -111,7 +86,8 @@ class Trainer:
         else:
             self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
-        self.run_dir = paths.runs_dir() / config.run_name
+        self.files = RunDir.named(config.run_name)
+        self.run_dir = self.files.path
         self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed)
         self._build_data_and_model()
@@ -122,7 +98,7 @@ class Trainer:
         self.last_eval_step, self.last_eval = -1, {}
         self.progress = 0.0
         if config.resume:
-            self._resume(self.run_dir / "last.pt")
+            self._resume(self.files.checkpoint("last.pt"))
 
     @property
     def is_main(self) -> bool:
@@ -189,7 +165,7 @@ class Trainer:
         }
 
     def save(self, name: str) -> Path:
-        path = self.run_dir / name
+        path = self.files.checkpoint(name)
         if self.is_main:
             save_atomic(self.state(), path)
         return path
@@ -240,7 +216,7 @@ class Trainer:
         c = self.config
         tracker = Tracker(self.run_dir, c.to_dict(), c.wandb_mode, active=self.is_main)
         if self.is_main:
-            (self.run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2))
+            self.files.config.write_text(json.dumps(c.to_dict(), indent=2))
         started = time.monotonic()
         last_save = started
         self._session_start, self._session_start_progress = started, self.progress
@@ -311,7 +287,7 @@ class Trainer:
                        "skips": dict(self.skips), "final": final, "best_dev_wer": self.best_wer,
                        "parameters": self.model.parameter_count(), "precision": self.precision, "device": str(self.device)}
             if self.is_main:
-                (self.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+                self.files.summary.write_text(json.dumps(summary, indent=2))
                 print(f"stopped: {stop_reason} after {summary['minutes']:.1f} min, {self.step} steps; "
                       f"skips: {dict(self.skips) or 'none'}")
             return summary
@@ -403,12 +379,12 @@ def launch(config: TrainConfig | dict, gpus: int | None = None) -> dict:
     gpus = torch.cuda.device_count() if gpus is None else gpus
     if gpus <= 1:
         return train(config)
-    run_dir = paths.runs_dir() / config.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.yaml"
+    files = RunDir.named(config.run_name)
+    files.path.mkdir(parents=True, exist_ok=True)
+    config_path = files.launch_config
     config_path.write_text(yaml.safe_dump(config.to_dict()))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                "-m", "asr_helpers", "train", "--config", str(config_path)]
     print("launching:", " ".join(command), flush=True)
     subprocess.run(command, check=True)
-    return json.loads((run_dir / "train_summary.json").read_text())
+    return files.read_summary()

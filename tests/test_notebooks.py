@@ -44,7 +44,7 @@ def test_all_notebooks_run_with_the_smoke_profile():
     summary = json.loads((paths.runs_dir() / "smoke" / "train_summary.json").read_text())
     assert summary["stop_reason"] == "epochs done" and summary["final"]["dev-clean"]["cer"] <= 1.5
     decoding = json.loads((paths.runs_dir() / "smoke" / "decoding.json").read_text())
-    assert {row["decoder"] for row in decoding} == {"greedy", "beam", "beam+lm"}
+    assert {row["decoder"] for row in decoding} == {"greedy", "beam", "lm"}
     assert (paths.runs_dir() / "smoke" / "lm_params.json").exists()
     html = (paths.artifacts_dir() / "report-no-code.html").read_text()
     assert "Training curves" in html and "Decoders per split" in html

@@ -5,7 +5,7 @@ import pytest
 from asr_helpers import paths, report
 
 
-def _fake_run(name: str, tokenizer: str = "char", decoders=("greedy", "beam", "beam+lm")) -> None:
+def _fake_run(name: str, tokenizer: str = "char", decoders=("greedy", "beam", "lm")) -> None:
     run = paths.runs_dir() / name
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"model_size": "small", "tokenizer": tokenizer, "augment": "light",
