@@ -77,7 +77,7 @@ class Tracker:
         """A matplotlib figure, saved as PNG and sent to wandb."""
         if not self.active:
             return
-        path = self.media / f"{name.replace('/', '_')}-{step:07d}.png"
+        path = self.files.media_file(name, step, "png")
         figure.savefig(path, dpi=80, bbox_inches="tight")
         if self._wandb is not None:
             import wandb
@@ -86,7 +86,7 @@ class Tracker:
     def audio(self, name: str, wave: np.ndarray, sample_rate: int, step: int, caption: str = "") -> None:
         if not self.active:
             return
-        path = self.media / f"{name.replace('/', '_')}-{step:07d}.wav"
+        path = self.files.media_file(name, step, "wav")
         soundfile.write(path, np.asarray(wave, dtype=np.float32), sample_rate)
         if self._wandb is not None:
             import wandb
