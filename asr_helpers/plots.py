@@ -79,8 +79,7 @@ def _audio_hours_axis(ax, train: list[dict], x: str) -> None:
     xs, hours = np.maximum.accumulate(np.asarray(points, dtype=float), axis=0).T
     if xs[-1] <= xs[0] or hours[-1] <= hours[0]:
         return
-    axis = ax.secondary_xaxis("top", functions=(lambda v: np.interp(v, xs, hours, left=np.nan, right=np.nan),
-                                                 lambda h: np.interp(h, hours, xs)))
+    axis = ax.secondary_xaxis("top", functions=(lambda v: np.interp(v, xs, hours), lambda h: np.interp(h, hours, xs)))
     axis.set_xlabel("audio hours seen", fontsize=8)
     axis.tick_params(labelsize=7)
 
