@@ -52,6 +52,9 @@ def curves_figure(history: list[dict], x: str = "step"):
         ax.plot([r[x] for r in train], [r[key] for r in train], linewidth=1, label="train")
         ax.set_title(title)
         ax.set_xlabel(x)
+        if not train:
+            ax.text(0.5, 0.5, "no train records yet\n(one every log_every steps)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8, color="grey")
     for split in sorted({r["kind"][5:] for r in evals}):
         rows = [r for r in evals if r["kind"] == f"eval/{split}"]
         axes[0].plot([r[x] for r in rows], [r["loss"] for r in rows], "o-", label=f"{split} loss")
@@ -62,7 +65,7 @@ def curves_figure(history: list[dict], x: str = "step"):
     axes[3].set_title("dev error rates (greedy)")
     axes[3].set_xlabel(x)
     axes[3].legend(fontsize=7)
-    axes[3].set_ylim(0, 1.05)
+    axes[3].set_ylim(0, max([1.05] + [r[k] + 0.05 for r in evals for k in ("cer", "wer")]))
     if x != "audio_hours":
         for ax in axes:
             _audio_hours_axis(ax, train, x)
