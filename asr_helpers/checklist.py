@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from asr_helpers.rundir import RunDir, read_json
+from asr_helpers.rundir import RunDir
 from asr_helpers.tracking import read_jsonl
 
 # Report sections (the headings of notebooks/05_report.ipynb) that evidence points to.
@@ -81,10 +81,10 @@ def augmentation_types(augment) -> list[str]:
 
 def _decoder_wers(files: RunDir) -> dict[str, dict[str, float]]:
     """``{decoder: {split: wer}}`` from ``decoding.json``."""
-    rows = read_json(files.decoding) if files.decoding.exists() else []
+    from asr_helpers.report import decoder_results
     table: dict[str, dict[str, float]] = {}
-    for row in rows if isinstance(rows, list) else []:
-        table.setdefault(row["decoder"], {})[row["split"]] = row["wer"]
+    for row in decoder_results(files.path).itertuples():
+        table.setdefault(row.decoder, {})[row.split] = row.wer
     return table
 
 

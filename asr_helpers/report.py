@@ -4,6 +4,7 @@ Only reads ``artifacts/runs/``; it never trains or decodes, so the report render
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,8 @@ from asr_helpers.metrics import utterance_errors
 from asr_helpers.rundir import RunDir
 from asr_helpers.tracking import read_jsonl
 
-
+log = logging.getLogger(__name__)
+RECOGS_COLUMNS = ["id", "reference", "hypothesis", "wer", "cer"]
 DECODER_COLUMNS = {"wer": "WER", "cer": "CER", "ms_per_utterance": "ms/utt"}  # decoding.json field -> shown name
 
 
@@ -67,8 +69,19 @@ def ablation(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
 
 
 def decoder_results(run: Path) -> pd.DataFrame:
+    """``decoding.json`` as a table (empty, with a warning naming the file, when it is missing or unreadable)."""
     path = RunDir(run).decoding
-    return pd.read_json(path) if path.exists() else pd.DataFrame()
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        frame = pd.read_json(path)
+    except ValueError as error:
+        log.warning("%s skipped: %s", path, error)
+        return pd.DataFrame()
+    if not {"split", "decoder", *DECODER_COLUMNS} <= set(frame.columns):
+        log.warning("%s skipped: expected the fields split, decoder, %s", path, ", ".join(DECODER_COLUMNS))
+        return pd.DataFrame()
+    return frame
 
 
 def decoder_table(decoding: pd.DataFrame) -> pd.DataFrame:
@@ -82,20 +95,23 @@ def decoder_table(decoding: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_recogs(path: Path) -> pd.DataFrame:
-    """An icefall-style ``recogs-*.txt`` with per-utterance WER and CER."""
+    """An icefall-style ``recogs-*.txt`` with per-utterance WER and CER (empty when the file is missing)."""
     rows = []
-    for line in path.read_text().splitlines():
-        utt_id, ref, hyp = line.split("\t")
-        ref, hyp = ref.removeprefix("ref="), hyp.removeprefix("hyp=")
+    if not path.exists():
+        return pd.DataFrame(rows, columns=RECOGS_COLUMNS)
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split("\t")
+        if len(fields) != 3 or not fields[1].startswith("ref=") or not fields[2].startswith("hyp="):
+            log.warning("%s line %d skipped: expected <id>\\tref=<text>\\thyp=<text>", path, number)
+            continue
+        utt_id, ref, hyp = fields[0], fields[1].removeprefix("ref="), fields[2].removeprefix("hyp=")
         rows.append({"id": utt_id, "reference": ref, "hypothesis": hyp, **utterance_errors(ref, hyp)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RECOGS_COLUMNS)
 
 
 def best_and_worst(run: Path, split: str, decoder: str = "beam", count: int = 3) -> pd.DataFrame:
-    path = RunDir(run).recogs(split, decoder)
-    if not path.exists():
-        return pd.DataFrame()
-    frame = read_recogs(path).sort_values(["wer", "cer"], ignore_index=True)
+    """The ``count`` best and worst utterances of a split by WER, then CER (each shown once)."""
+    frame = recogs(run, split, decoder).sort_values(["wer", "cer"], ignore_index=True)
     best = min(count, (len(frame) + 1) // 2)  # each utterance shown once when there are fewer than 2 * count
     worst = min(count, len(frame) - best)
     return pd.concat([frame.head(best).assign(kind="best"), frame.tail(worst).iloc[::-1].assign(kind="worst")])
@@ -175,9 +191,14 @@ def attention_images(run: Path) -> dict[str, Path]:
 def lm_grid(run: Path):
     """The alpha x beta grid notebook 04 tuned (``lm.TuneResult``), or None when it has not run."""
     from asr_helpers.lm import load_lm_params
-    if not RunDir(run).lm_params.exists():
+    path = RunDir(run).lm_params
+    if not path.exists():
         return None
-    return load_lm_params(RunDir(run).lm_params)
+    try:
+        return load_lm_params(path)
+    except (ValueError, TypeError) as error:  # not JSON, or not the fields TuneResult saves
+        log.warning("%s skipped: %s", path, error)
+        return None
 
 
 def analysed_decoder(decoding: pd.DataFrame) -> tuple[str, str] | None:
@@ -191,8 +212,7 @@ def analysed_decoder(decoding: pd.DataFrame) -> tuple[str, str] | None:
 
 def recogs(run: Path, split: str, decoder: str) -> pd.DataFrame:
     """The per-utterance results of one split and decoder (empty when not written)."""
-    path = RunDir(run).recogs(split, decoder)
-    return read_recogs(path) if path.exists() else pd.DataFrame(columns=["id", "reference", "hypothesis", "wer", "cer"])
+    return read_recogs(RunDir(run).recogs(split, decoder))
 
 
 def speaker_table(run: Path, split: str, frame: pd.DataFrame) -> pd.DataFrame:

@@ -108,7 +108,20 @@ def _run_id(run_dir: Path) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Records of a ``history.jsonl`` or ``samples.jsonl`` file (missing file -> empty)."""
+    """Records of a ``history.jsonl`` or ``samples.jsonl`` file (missing file -> empty).
+
+    A line that is not a JSON object (the last line of a run killed mid-write) is skipped with a warning.
+    """
     if not Path(path).exists():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            record = line
+        if isinstance(record, dict):
+            records.append(record)
+        elif record is not None:
+            log.warning("%s line %d skipped: not a JSON record", path, number)
+    return records

@@ -214,3 +214,22 @@ def test_report_renders_a_run_without_records_with_a_note_per_section(tmp_path):
                     "notebook 04 writes it", "ablation-aug-none", "no per-utterance results", "No attention decoder"):
         assert missing in html, missing
     assert "Course checklist" in html and html.count(">missing<") == 11
+
+
+def test_unreadable_records_are_skipped_with_a_warning_naming_the_file(caplog):
+    run = _full_run("a")
+    with (run / "history.jsonl").open("a") as handle:
+        handle.write('{"kind": "train", "ste')  # a run killed mid-write
+    with (run / "recogs-test-clean-lm.txt").open("a") as handle:
+        handle.write("no tabs on this line\n")
+    (run / "decoding.json").write_text("[{\"split\": ")
+    (run / "lm_params.json").write_text(json.dumps({"alpha": 0.5}))
+    assert len(report.history(run)) == 9
+    assert report.recogs(run, "test-clean", "lm").id.tolist() == ["1-2-0000", "1-2-0001", "7-8-0000"]
+    assert report.decoder_results(run).empty and report.lm_grid(run) is None
+    assert {c.item: c.present for c in checklist.course_checklist(run)}["gradient norm"]
+    warnings = caplog.text
+    for name in ("history.jsonl line 19", "recogs-test-clean-lm.txt line 4", "decoding.json skipped", "lm_params.json skipped"):
+        assert name in warnings, name
+    (run / "decoding.json").write_text(json.dumps([{"split": "dev-clean"}]))
+    assert report.decoder_results(run).empty and "expected the fields split, decoder" in caplog.text
