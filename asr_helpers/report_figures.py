@@ -8,6 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from asr_helpers.error_analysis import EDIT_KINDS
 
@@ -86,6 +87,7 @@ def edit_counts_figure(top: dict[str, pd.DataFrame], title: str = ""):
             ax.text(0.5, 0.5, f"no {kind}s", ha="center", va="center", transform=ax.transAxes)
         else:
             ax.barh([f"'{e}'" for e in frame.edit], frame["count"], color=color)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=f"{kind}s (reference \u2192 hypothesis)" if kind == "substitution" else f"{kind}s", xlabel="count")
     if title:
         figure.suptitle(title, fontsize=10)
