@@ -9,6 +9,7 @@ tokenizer turns them into text.
 - ``beam_search``: a beam over hypotheses of one utterance, scored by the decoder's log-probs;
   with a ``CTCPrefixScorer`` and ``ctc_weight > 0`` it is the joint one-pass search of Watanabe
   et al. (2017), each extension scored ``(1 - w) * attention + w * CTC prefix``.
+- ``search_batch``: either search for every utterance of an encoded batch.
 - ``rescore_nbest``/``tune_rescoring``: a word LM re-ranks the beam's N best
   (``score + alpha * lm + beta * words``), alpha and beta tuned on dev like the CTC LM decoder's.
 """
@@ -113,13 +114,14 @@ def beam_search(decoder, memory, beam: int = 8, *, ctc: CTCPrefixScorer | None =
     _check_memory(memory)
     if beam < 1 or nbest < 1:
         raise ValueError(f"beam and nbest must be at least 1, got {beam} and {nbest}")
+    if not 0.0 <= ctc_weight <= 1.0 or (ctc is None and ctc_weight > 0.0):
+        raise ValueError(f"ctc_weight must lie in [0, 1] and needs a CTC scorer when above 0, got {ctc_weight}")
     if ctc is not None and ctc.eos != decoder.eos:
         raise ValueError(f"the CTC scorer's end symbol {ctc.eos} is not the decoder's {decoder.eos}")
     frames = int(memory.mask.sum())
     max_length = frames if max_length is None else max_length
-    use_ctc = ctc is not None and ctc_weight > 0.0
     open_hyps = [Hypothesis([], 0.0)]
-    ctc_states = [ctc.initial_state()] if use_ctc else [None]
+    ctc_states = [None if ctc is None else ctc.initial_state()]
     state = decoder.initial_state(memory)
     ended: list[Hypothesis] = []
     for step in range(max_length + 1):
@@ -130,7 +132,7 @@ def beam_search(decoder, memory, beam: int = 8, *, ctc: CTCPrefixScorer | None =
             keep = torch.full_like(log_probs, float("-inf"))
             keep[:, decoder.eos] = log_probs[:, decoder.eos]
             log_probs = keep
-        chosen = _extensions(open_hyps, log_probs, beam, ctc if use_ctc else None, ctc_states, ctc_weight)
+        chosen = _extensions(open_hyps, log_probs, beam, ctc, ctc_states, ctc_weight)
         next_hyps, next_ctc, rows = [], [], []
         for score, i, token, attention, prefix, ctc_state in chosen:
             if score == float("-inf"):
@@ -147,6 +149,19 @@ def beam_search(decoder, memory, beam: int = 8, *, ctc: CTCPrefixScorer | None =
         state = state.select(torch.tensor(rows, device=memory.values.device))
     ranked = sorted(ended, key=(Hypothesis.normalised if length_normalise else lambda h: h.score), reverse=True)
     return ranked[:nbest]
+
+
+def search_batch(model, encoded, beam: int = 8, ctc_weight: float = 0.0, nbest: int = 1,
+                 length_normalise: bool = True) -> list[list[Hypothesis]]:
+    """Beam search of every utterance a ``JointCTCAttention`` encoded: attention only when
+    ``ctc_weight`` is 0, else joint with the CTC head's prefix scores."""
+    memory = model.memory(encoded)
+    results = []
+    for row, frames in enumerate(encoded.lengths.tolist()):
+        ctc = None if ctc_weight == 0.0 else CTCPrefixScorer(encoded.log_probs[row, :frames], model.blank, model.eos)
+        results.append(beam_search(model.decoder, memory.utterance(row), beam, ctc=ctc, ctc_weight=ctc_weight,
+                                   nbest=nbest, length_normalise=length_normalise))
+    return results
 
 
 def rescore_nbest(candidates: Sequence[tuple[str, float]], lm_score: Callable[[str], float],
