@@ -63,22 +63,16 @@ def mean_lock_on(maps: Sequence, band: int = 3) -> float:
     return float(np.mean([lock_on(m, band) for m in maps]))
 
 
-def attention_figure(weights, symbols: Sequence[str], title: str = "", ax=None):
+def attention_figure(weights, symbols: Sequence[str], title: str = ""):
     """One utterance's map: encoder frames across, output symbols down (labelled), brighter = more attention."""
     weights = _as_array(weights)
     if len(symbols) != weights.shape[0]:
         raise ValueError(f"{len(symbols)} symbol labels for a map of {weights.shape[0]} rows")
-    figure = None
-    if ax is None:
-        figure, ax = plt.subplots(figsize=(10, max(2.5, 0.16 * len(symbols) + 1)))
+    figure, ax = plt.subplots(figsize=(10, max(2.5, 0.16 * len(symbols) + 1)))
     ax.imshow(weights, origin="upper", aspect="auto", cmap="viridis", interpolation="nearest", vmin=0)
-    ax.set_yticks(np.arange(len(symbols)))
-    ax.set_yticklabels([s if s.strip() else "\u2423" for s in symbols], fontsize=7)
-    ax.set_xlabel("encoder frame")
-    ax.set_ylabel("output symbol")
-    if title:
-        ax.set_title(title if len(title) < 90 else title[:87] + "...", fontsize=9)
-    if figure is not None:
-        figure.tight_layout()
-        plt.close(figure)
-    return figure or ax.figure
+    ax.set_yticks(np.arange(len(symbols)), [s if s.strip() else "\u2423" for s in symbols], fontsize=7)
+    ax.set(xlabel="encoder frame", ylabel="output symbol")
+    ax.set_title(title[:90], fontsize=9)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -68,6 +68,17 @@ def test_loss_weights_ctc_and_attention_and_returns_attention_maps():
     assert pure(*_batch(tokenizer)).loss.item() == pytest.approx(output.attention_loss.item(), rel=1e-5)
 
 
+def test_mixed_precision_forward_and_backward_stay_finite():
+    tokenizer = CharTokenizer()
+    torch.manual_seed(0)
+    model = JointCTCAttention(joint_config("tiny", tokenizer.vocab_size))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(*_batch(tokenizer))
+    output.loss.backward()
+    assert output.loss.dtype == torch.float32 and torch.isfinite(output.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_joint_config_round_trips_and_refuses_bad_weights():
     config = joint_config("small", 29, ctc_weight=0.5)
     assert JointConfig.from_dict(config.to_dict()) == config
