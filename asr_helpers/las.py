@@ -3,8 +3,9 @@
 Kim, Hori and Watanabe (2017) train one encoder with two heads and the loss
 ``ctc_weight * CTC + (1 - ctc_weight) * CE``: CTC forces monotonic alignments and makes the
 attention converge quickly; the attention decoder models the output sequence as a whole. ESPnet
-uses ``ctc_weight = 0.3``. ``ctc_weight = 1.0`` is exactly DeepSpeech2 (the decoder is not run),
-``0.0`` is pure Listen-Attend-Spell.
+uses ``ctc_weight = 0.3``. ``ctc_weight = 1.0`` is exactly DeepSpeech2 (no decoder is built),
+``0.0`` is pure Listen-Attend-Spell (the CTC head stays, with zero gradient, for logging). Every
+parameter that exists takes part in the loss, as DistributedDataParallel requires.
 
 The network works on log-mel features like ``DeepSpeech2``; the log-mel front end and
 SpecAugment stay with the training core's model wrapper.
@@ -71,7 +72,7 @@ class Encoded:
 class JointOutput:
     loss: torch.Tensor                    # the weighted sum to train on
     ctc_loss: torch.Tensor                # detached, for logging
-    attention_loss: torch.Tensor | None   # detached; None when ctc_weight == 1 (decoder not run)
+    attention_loss: torch.Tensor | None   # detached; None when ctc_weight == 1 (no decoder)
     log_probs: torch.Tensor               # CTC head [B, T', vocab]
     lengths: torch.Tensor                 # [B] valid frames
     attention: torch.Tensor | None        # [B, U + 1, T'] weights per output symbol (targets + end)
@@ -106,11 +107,13 @@ class JointCTCAttention(nn.Module):
         self.config = config
         self.blank = blank
         self.encoder = DeepSpeech2(config.encoder)  # convolutions, recurrent stack and the CTC head
-        self.decoder = AttentionDecoder(config.encoder.vocab_size, config.encoder.rnn_hidden, config.decoder, blank)
+        self.decoder = (None if config.ctc_weight == 1.0 else
+                        AttentionDecoder(config.encoder.vocab_size, config.encoder.rnn_hidden, config.decoder, blank))
 
     @property
     def eos(self) -> int:
-        return self.decoder.eos
+        """The decoder's end (and start) symbol: one past the tokenizer's ids."""
+        return self.config.encoder.vocab_size
 
     def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> Encoded:
         states, frames = deepspeech2_encode(self.encoder, features, lengths)
@@ -119,6 +122,8 @@ class JointCTCAttention(nn.Module):
         return Encoded(states, logits.float().log_softmax(-1), frames)
 
     def memory(self, encoded: Encoded) -> EncoderMemory:
+        if self.decoder is None:
+            raise ValueError("this model has no attention decoder (ctc_weight=1.0): use the CTC decoders")
         return self.decoder.memory(encoded.states, encoded.lengths)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
@@ -126,14 +131,14 @@ class JointCTCAttention(nn.Module):
         """Loss for CTC-style targets (concatenated ids, as ``dataset.collate`` makes them)."""
         encoded = self.encode(features, lengths)
         ctc = ctc_loss(encoded.log_probs, encoded.lengths, targets, target_lengths, self.blank)
-        weight = self.config.ctc_weight
-        if weight == 1.0:
+        if self.decoder is None:
             return JointOutput(ctc, ctc.detach(), None, encoded.log_probs, encoded.lengths, None, None)
         inputs, outputs, output_lengths = teacher_forcing_pairs(targets, target_lengths, self.eos)
         logits, attention = self.decoder(self.memory(encoded), inputs)
         attention_loss = label_smoothed_cross_entropy(logits, outputs, output_lengths, self.config.label_smoothing,
                                                       excluded_class=self.blank)
-        loss = attention_loss if weight == 0.0 else weight * ctc + (1.0 - weight) * attention_loss
+        weight = self.config.ctc_weight
+        loss = weight * ctc + (1.0 - weight) * attention_loss
         return JointOutput(loss, ctc.detach(), attention_loss.detach(), encoded.log_probs, encoded.lengths,
                            attention.detach(), output_lengths)
 

@@ -53,6 +53,7 @@ def test_ctc_weight_one_is_exactly_deepspeech2s_ctc_loss(rnn_mode):
     assert torch.equal(output.log_probs, log_probs) and torch.equal(output.lengths, out_lengths)
     assert output.loss.item() == expected.item()
     assert output.attention is None and output.attention_loss is None
+    assert set(model.state_dict()) == {f"encoder.{k}" for k in plain.state_dict()}
 
 
 def test_loss_weights_ctc_and_attention_and_returns_attention_maps():
@@ -65,7 +66,11 @@ def test_loss_weights_ctc_and_attention_and_returns_attention_maps():
     assert output.attention_lengths.tolist() == [len(t) + 1 for t in TEXTS]
     pure = JointCTCAttention(JointConfig(model.config.encoder, model.config.decoder, ctc_weight=0.0))
     pure.load_state_dict(model.state_dict())
-    assert pure(*_batch(tokenizer)).loss.item() == pytest.approx(output.attention_loss.item(), rel=1e-5)
+    pure_output = pure(*_batch(tokenizer))
+    assert pure_output.loss.item() == pytest.approx(output.attention_loss.item(), rel=1e-5)
+    pure_output.loss.backward()  # every parameter takes part (DDP needs it); the CTC head's gradient is zero
+    assert all(p.grad is not None for p in pure.parameters())
+    assert pure.encoder.head.weight.grad.abs().max() == 0
 
 
 def test_mixed_precision_forward_and_backward_stay_finite():
