@@ -89,7 +89,7 @@ def _extensions(hypotheses: list[Hypothesis], log_probs: torch.Tensor, beam: int
     return found[:beam]
 
 
-def _end_detected(ended: list[Hypothesis], step: int, window: int, margin: float) -> bool:
+def end_detected(ended: list[Hypothesis], step: int, window: int, margin: float) -> bool:
     """ESPnet's end detection: for each of the last ``window`` steps, what ended then was ``margin`` below the best."""
     if not ended:
         return False
@@ -143,7 +143,7 @@ def beam_search(decoder, memory, beam: int = 8, *, ctc: CTCPrefixScorer | None =
                 next_hyps.append(Hypothesis(open_hyps[i].tokens + [token], score, attention, prefix))
                 next_ctc.append(ctc_state)
                 rows.append(i)
-        if not next_hyps or _end_detected(ended, step, end_window, end_margin):
+        if not next_hyps or end_detected(ended, step, end_window, end_margin):
             break
         open_hyps, ctc_states = next_hyps, next_ctc
         state = state.select(torch.tensor(rows, device=memory.values.device))

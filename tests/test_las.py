@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from asr_helpers.attention import EncoderMemory
-from asr_helpers.attention_decoding import (attention_greedy, beam_search, rescore_nbest, search_batch,
-                                          tune_rescoring)
+from asr_helpers.attention_decoding import (Hypothesis, end_detected, attention_greedy, beam_search, rescore_nbest,
+                                          search_batch, tune_rescoring)
 from asr_helpers.ctc_prefix import CTCPrefixScorer
 from asr_helpers.evaluation import ctc_loss
 from asr_helpers.las import JointConfig, JointCTCAttention, joint_config
@@ -198,6 +198,25 @@ def test_beam_search_stops_at_the_maximum_length_and_on_a_batch_refuses():
         beam_search(never_ends, EncoderMemory(*(t.expand(2, -1, -1) for t in _memory(4))))
     with pytest.raises(ValueError, match="CTC scorer"):
         beam_search(never_ends, _memory(4), ctc_weight=0.3)
+
+
+def test_length_normalisation_keeps_a_long_confident_transcript_over_a_short_doubtful_one():
+    decoder = TableDecoder({(): [0, 0.5, 0.1, 0.4], (1,): [0, 0.9, 0.05, 0.05], (1, 1): [0, 0.9, 0.05, 0.05],
+                            (1, 1, 1): [0, 0.9, 0.05, 0.05], (1, 1, 1, 1): [0, 0.01, 0.01, 0.98]})
+    raw = beam_search(decoder, _memory(8), beam=3, length_normalise=False)[0]
+    normalised = beam_search(decoder, _memory(8), beam=3, length_normalise=True)[0]
+    assert raw.tokens == []  # log 0.4 beats log(0.5 * 0.9^3 * 0.98)
+    assert normalised.tokens == [1, 1, 1, 1]
+    assert normalised.normalised() == pytest.approx(math.log(0.5 * 0.9 ** 3 * 0.98) / 5)
+
+
+def test_end_detection_stops_once_recent_endings_fall_far_behind_the_best():
+    ended = [Hypothesis([1], -1.0, ended_at=1), Hypothesis([1, 2], -20.0, ended_at=2),
+             Hypothesis([1, 2, 2], -25.0, ended_at=3), Hypothesis([1, 2, 2, 1], -30.0, ended_at=4)]
+    assert end_detected(ended, step=4, window=3, margin=10.0)
+    assert not end_detected(ended, step=4, window=4, margin=10.0)  # step 1 ended with the best
+    assert not end_detected(ended[:3], step=4, window=3, margin=10.0)  # nothing ended at step 4
+    assert not end_detected([], step=4, window=3, margin=10.0)
 
 
 def test_rescoring_lets_the_lm_overturn_the_acoustic_choice_and_tuning_finds_its_weight():
