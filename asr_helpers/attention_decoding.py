@@ -70,21 +70,26 @@ def attention_greedy(decoder, memory, max_lengths: torch.Tensor) -> list[list[in
 
 def _extensions(hypotheses: list[Hypothesis], log_probs: torch.Tensor, beam: int, ctc: CTCPrefixScorer | None,
                 ctc_states: list, ctc_weight: float) -> list[tuple[float, int, int, float, float, object]]:
-    """Candidate extensions ``(score, hypothesis, token, attention, ctc, ctc_state)``, best ``beam`` per hypothesis."""
-    found = []
+    """Candidate extensions ``(score, hypothesis, token, attention, ctc, ctc_state)``, the best ``beam`` overall.
+
+    With CTC, each hypothesis's ``1.5 x beam`` best symbols by attention are also CTC-scored
+    (all hypotheses in one call: at one step they have one length).
+    """
     width = beam if ctc is None else min(log_probs.shape[1] - 1, int(CTC_CANDIDATE_RATIO * beam))
     top_scores, top_tokens = log_probs.topk(width, dim=-1)
+    attention, tokens = top_scores.double().numpy(), top_tokens.numpy()
+    if ctc is None:
+        local, prefix, states = attention, np.zeros_like(attention), [[None] * width] * len(hypotheses)
+    else:
+        prefix, states = ctc.score_beam([h.tokens for h in hypotheses], ctc_states, tokens)
+        previous = np.array([h.ctc for h in hypotheses])[:, None]
+        local = (1.0 - ctc_weight) * np.maximum(attention, LOG_ZERO) + ctc_weight * (prefix - previous)
+        local[np.isneginf(attention)] = -np.inf  # symbols the decoder rules out stay out at any weight
+    found = []
     for i, hypothesis in enumerate(hypotheses):
-        tokens, attention = top_tokens[i].tolist(), top_scores[i].double().numpy()
-        if ctc is None:
-            local, prefix, states = attention, np.zeros(len(tokens)), [None] * len(tokens)
-        else:
-            prefix, states = ctc.score(hypothesis.tokens, ctc_states[i], tokens)
-            local = (1.0 - ctc_weight) * np.maximum(attention, LOG_ZERO) + ctc_weight * (prefix - hypothesis.ctc)
-            local[np.isneginf(attention)] = -np.inf  # symbols the decoder rules out stay out at any weight
-        for k in np.argsort(-local, kind="stable")[:beam]:
-            found.append((hypothesis.score + float(local[k]), i, tokens[k], hypothesis.attention + float(attention[k]),
-                          float(prefix[k]), states[k]))
+        for k in np.argsort(-local[i], kind="stable")[:beam]:
+            found.append((hypothesis.score + float(local[i, k]), i, int(tokens[i, k]),
+                          hypothesis.attention + float(attention[i, k]), float(prefix[i, k]), states[i][k]))
     found.sort(key=lambda item: -item[0])
     return found[:beam]
 

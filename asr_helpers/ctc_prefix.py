@@ -71,41 +71,49 @@ class CTCPrefixScorer:
 
         ``prefix`` holds the token ids of the hypothesis (no start symbol); ``state`` is its own.
         """
-        candidates = np.asarray(candidates, dtype=np.int64).reshape(-1)
-        tokens = candidates[(candidates != self.eos) & (candidates != self.blank)]
-        psi_tokens, r_n, r_b = self._extend(prefix, state, tokens)
-        total = np.logaddexp(state.r_n[-1], state.r_b[-1])
-        scores = np.full(len(candidates), LOG_ZERO)
-        states: list[PrefixState | None] = [None] * len(candidates)
-        index = {int(c): i for i, c in enumerate(tokens)}
-        for position, c in enumerate(candidates.tolist()):
-            if c == self.eos:
-                scores[position] = total
-                states[position] = state
-            elif c in index:
-                i = index[c]
-                scores[position] = psi_tokens[i]
-                states[position] = PrefixState(r_n[:, i], r_b[:, i], float(psi_tokens[i]))
-            else:
-                states[position] = PrefixState(np.full(self.frames, LOG_ZERO), np.full(self.frames, LOG_ZERO), LOG_ZERO)
-        return scores, states
+        scores, states = self.score_beam([prefix], [state], [candidates])
+        return scores[0], states[0]
 
-    def _extend(self, prefix: list[int], state: PrefixState, tokens: np.ndarray):
-        """psi, r_n and r_b (``[frames, C]``) of ``prefix + c`` for every token ``c``."""
+    def score_beam(self, prefixes: list[list[int]], states: list[PrefixState],
+                   candidates) -> tuple[np.ndarray, list[list[PrefixState]]]:
+        """``score`` for hypotheses of one length at once: scores ``[H, C]`` for candidates ``[H, C]``."""
+        candidates = np.asarray(candidates, dtype=np.int64).reshape(len(prefixes), -1)
+        if len({len(p) for p in prefixes}) > 1:
+            raise ValueError("score_beam needs prefixes of one length (a beam at one step)")
+        hyps, count = candidates.shape
+        flat, owner = candidates.reshape(-1), np.repeat(np.arange(hyps), count)
+        columns = np.flatnonzero((flat != self.eos) & (flat != self.blank))
+        previous_n = np.stack([s.r_n for s in states], 1)
+        previous_b = np.stack([s.r_b for s in states], 1)
+        last = np.array([p[-1] if p else -1 for p in prefixes])
+        psi, r_n, r_b = self._extend(len(prefixes[0]), previous_n[:, owner[columns]], previous_b[:, owner[columns]],
+                                     last[owner[columns]], flat[columns])
+        scores = np.full(len(flat), LOG_ZERO)
+        scores[columns] = psi
+        ends = flat == self.eos
+        scores[ends] = np.logaddexp(previous_n[-1], previous_b[-1])[owner[ends]]
+        impossible = PrefixState(np.full(self.frames, LOG_ZERO), np.full(self.frames, LOG_ZERO), LOG_ZERO)
+        new_states = [states[h] if ends[k] else impossible for k, h in enumerate(owner)]
+        for i, k in enumerate(columns):
+            new_states[k] = PrefixState(r_n[:, i], r_b[:, i], float(psi[i]))
+        return scores.reshape(hyps, count), [new_states[h * count:(h + 1) * count] for h in range(hyps)]
+
+    def _extend(self, length: int, previous_n: np.ndarray, previous_b: np.ndarray, last: np.ndarray,
+                tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """psi ``[N]``, r_n and r_b ``[frames, N]`` of column ``i``'s prefix (``length`` tokens ending
+        in ``last[i]``, state ``previous_*[:, i]``) extended by ``tokens[i]``."""
         frames, count = self.frames, len(tokens)
         r_n = np.full((frames, count), LOG_ZERO)
         r_b = np.full((frames, count), LOG_ZERO)
         emit = self.x[:, tokens]
         # phi[t]: probability that frames 0..t give the prefix and a new token may follow at t+1;
         # a token equal to the prefix's last one needs a blank in between.
-        reached = np.logaddexp(state.r_n, state.r_b)
-        repeat = (tokens == prefix[-1]) if prefix else np.zeros(count, dtype=bool)
-        phi = np.where(repeat[None, :], state.r_b[:, None], reached[:, None])
-        start = max(len(prefix), 1)  # the new token needs len(prefix) earlier frames
-        if not prefix:
+        phi = np.where(tokens == last, previous_b, np.logaddexp(previous_n, previous_b))
+        start = max(length, 1)  # the new token needs ``length`` earlier frames
+        if length == 0:
             r_n[0] = emit[0]
         if start >= frames:
-            return np.full(count, LOG_ZERO) if prefix else r_n[0].copy(), r_n, r_b
+            return (r_n[0].copy() if length == 0 else np.full(count, LOG_ZERO)), r_n, r_b
         r_n[start - 1:] = _linear_recursion(r_n[start - 1], phi[start - 1:], emit[start - 1:])
         r_b[start - 1:] = _linear_recursion(r_b[start - 1], r_n[start - 1:], self.x[start - 1:, self.blank, None])
         new_token = phi[start - 1:-1] + emit[start:]

@@ -82,3 +82,17 @@ def test_bad_log_probs_are_refused_with_a_message():
         CTCPrefixScorer(np.zeros((0, 3)), BLANK, EOS)
     with pytest.raises(ValueError, match="frames, vocab"):
         CTCPrefixScorer(np.zeros((2, 3, 1)), BLANK, EOS)
+
+
+def test_a_beam_of_hypotheses_scored_together_equals_each_alone():
+    scorer = CTCPrefixScorer(_log_probs(frames=8, seed=4), BLANK, EOS)
+    prefixes = [(1, 2), (2, 2), (1, 1)]
+    walked = [_walk(scorer, p)[1] for p in prefixes]
+    candidates = [[1, 2, EOS], [EOS, 1, 2], [2, BLANK, 1]]
+    together, states = scorer.score_beam([list(p) for p in prefixes], walked, candidates)
+    for h, prefix in enumerate(prefixes):
+        alone, alone_states = scorer.score(list(prefix), walked[h], candidates[h])
+        assert np.allclose(together[h], alone, atol=1e-12)
+        assert all(np.allclose(a.r_b, b.r_b) for a, b in zip(states[h], alone_states))
+    with pytest.raises(ValueError, match="one length"):
+        scorer.score_beam([[1], [1, 2]], walked[:2], [[1], [2]])
