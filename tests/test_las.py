@@ -84,9 +84,15 @@ def test_mixed_precision_forward_and_backward_stay_finite():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_joint_config_round_trips_and_refuses_bad_weights():
+def test_config_and_weights_rebuild_the_same_model_and_bad_weights_are_refused():
     config = joint_config("small", 29, ctc_weight=0.5)
     assert JointConfig.from_dict(config.to_dict()) == config
+    tokenizer = CharTokenizer()
+    torch.manual_seed(0)
+    model = JointCTCAttention(joint_config("tiny", tokenizer.vocab_size)).eval()
+    rebuilt = JointCTCAttention(JointConfig.from_dict(model.config.to_dict())).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(rebuilt(*_batch(tokenizer)).loss, model(*_batch(tokenizer)).loss)
     with pytest.raises(ValueError, match="ctc_weight"):
         JointConfig(config.encoder, ctc_weight=1.5)
 
