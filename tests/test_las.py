@@ -1,4 +1,5 @@
 import itertools
+import json
 import math
 from types import SimpleNamespace
 
@@ -86,7 +87,7 @@ def test_mixed_precision_forward_and_backward_stay_finite():
 
 def test_config_and_weights_rebuild_the_same_model_and_bad_weights_are_refused():
     config = joint_config("small", 29, ctc_weight=0.5)
-    assert JointConfig.from_dict(config.to_dict()) == config
+    assert JointConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # lists back to tuples
     tokenizer = CharTokenizer()
     torch.manual_seed(0)
     model = JointCTCAttention(joint_config("tiny", tokenizer.vocab_size)).eval()
