@@ -70,6 +70,7 @@ class Encoded:
 
 @dataclass
 class JointOutput:
+    """What a batch gives the loop (the loss), the CTC decoders (log-probs) and the logs (both losses, attention maps)."""
     loss: torch.Tensor                    # the weighted sum to train on
     ctc_loss: torch.Tensor                # detached, for logging
     attention_loss: torch.Tensor | None   # detached; None when ctc_weight == 1 (no decoder)
