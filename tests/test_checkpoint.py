@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from asr_helpers import cli, lm, paths
+from asr_helpers import cli, lm
 from asr_helpers.checkpoint import (UnsafeCheckpointError, convert_trusted, load_checkpoint, load_model, plain,
                                     rng_state, save_atomic, set_rng_state)
 from asr_helpers.training import train
+from conftest import write_librispeech
 
 
 class CreatesFile:
@@ -26,18 +27,32 @@ class CreatesFile:
         return open, (str(self.path), "w")
 
 
-@pytest.fixture
-def best(tiny_corpus) -> Path:
-    train(dict(corpus="librispeech", data_root=str(tiny_corpus), dev_splits=["dev-clean"], run_name="safe",
-               model_size="tiny", epochs=1, batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode="disabled"))
-    return paths.runs_dir() / "safe" / "best.pt"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One short training run for the whole module: a folder with LibriSpeech/ and runs/safe/."""
+    root = tmp_path_factory.mktemp("trained")
+    write_librispeech(root / "LibriSpeech", "train-clean-100", speakers=2, utterances=6, seed=0)
+    write_librispeech(root / "LibriSpeech", "dev-clean", speakers=1, utterances=3, seed=1)
+    with pytest.MonkeyPatch.context() as env:
+        for name, folder in (("ASR_ARTIFACTS_DIR", "artifacts"), ("ASR_DATA_DIR", "data"), ("ASR_RUNS_DIR", "runs")):
+            env.setenv(name, str(root / folder))
+        env.delenv("ASR_CACHE_DIR", raising=False)
+        env.setenv("WANDB_MODE", "disabled")
+        train(dict(corpus="librispeech", data_root=str(root / "LibriSpeech"), dev_splits=["dev-clean"], run_name="safe",
+                   model_size="tiny", epochs=1, batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode="disabled"))
+    return root
 
 
 @pytest.fixture
-def audio(tiny_corpus, tmp_path) -> Path:
-    folder = tmp_path / "audio"
-    shutil.copytree(tiny_corpus / "dev-clean", folder)
-    return folder
+def best(trained, tmp_path) -> Path:
+    """A private copy of the run folder (tests add files next to the checkpoint)."""
+    shutil.copytree(trained / "runs" / "safe", tmp_path / "run")
+    return tmp_path / "run" / "best.pt"
+
+
+@pytest.fixture
+def audio(trained) -> Path:
+    return trained / "LibriSpeech" / "dev-clean"
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
