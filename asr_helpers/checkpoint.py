@@ -84,27 +84,31 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _refusal(path: Path, error: Exception) -> str:
-    found = re.search(r"GLOBAL ([\w.]+)", str(error))
-    needs = f"it asks to import {found.group(1)}" if found else "it holds more than tensors and plain types"
-    return (f"refusing {path}: loading it needs full unpickling, which can run any code the file holds ({needs}); "
-            f"only if you trust its source, run `python -m asr_helpers checkpoint convert {path} --out SAFE.pt --trust`")
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
-    """A checkpoint read with ``weights_only=True``; an unsafe file raises ``UnsafeCheckpointError``."""
+def _read(path: Path, weights_only: bool = True, **options) -> dict:
+    """``torch.load`` with one-line errors; a weights-only load that meets code to import is
+    an ``UnsafeCheckpointError`` naming what the file asks for."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        raise UnsafeCheckpointError(_refusal(path, error)) from None
+        state = torch.load(path, weights_only=weights_only, **options)
     except Exception as error:
-        raise ValueError(f"{path} is not a readable checkpoint ({str(error).splitlines()[0]})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if weights_only and isinstance(error, pickle.UnpicklingError) and found:
+            raise UnsafeCheckpointError(
+                f"refusing {path}: loading it needs full unpickling, which can run any code the file holds "
+                f"(it asks to import {found.group(1)}); only if you trust its source, run "
+                f"`python -m asr_helpers checkpoint convert {path} --out SAFE.pt --trust`") from None
+        reason = "not a torch checkpoint" if isinstance(error, pickle.UnpicklingError) else str(error).splitlines()[0]
+        raise ValueError(f"{path} is not a readable checkpoint ({reason})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not an asr-workbook checkpoint (no model weights in it)")
     return state
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """A checkpoint read with ``weights_only=True``; an unsafe file raises ``UnsafeCheckpointError``."""
+    return _read(path, map_location=map_location, mmap=mmap)
 
 
 def convert_trusted(source: Path, dest: Path) -> Path:
@@ -114,20 +118,13 @@ def convert_trusted(source: Path, dest: Path) -> Path:
     call it only for a file you made or trust. ``dest`` then loads with ``weights_only=True``.
     """
     source, dest = Path(source), Path(dest)
-    if not source.is_file():
-        raise FileNotFoundError(f"no checkpoint at {source}")
     if source.resolve() == dest.resolve():
         raise ValueError(f"convert {source} to another file, not over itself")
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise ValueError(f"{source} is not a readable checkpoint ({str(error).splitlines()[0]})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{source} is not an asr-workbook checkpoint (no model weights in it)")
-    if "rng" in state and isinstance(state["rng"].get("numpy"), tuple):  # np.random.get_state() of old files
-        name, key, pos, has_gauss, gauss = state["rng"]["numpy"]
-        state["rng"]["numpy"] = {"bit_generator": name, "state": {"key": key, "pos": pos},
-                                 "has_gauss": has_gauss, "gauss": gauss}
+    state = _read(source, weights_only=False, map_location="cpu")
+    rng = state.get("rng")
+    if isinstance(rng, dict) and isinstance(rng.get("numpy"), tuple):  # np.random.get_state() of old files
+        name, key, pos, has_gauss, gauss = rng["numpy"]
+        rng["numpy"] = {"bit_generator": name, "state": {"key": key, "pos": pos}, "has_gauss": has_gauss, "gauss": gauss}
     try:
         save_atomic(state, dest)
     except TypeError as error:

@@ -155,6 +155,17 @@ def test_download_checkpoint_verifies_sha256_and_loads_safely(best, tmp_path, ca
     assert code == 2 and "sha256" in err and not (tmp_path / "bad" / "model.pt").exists()
 
 
+def test_broken_files_are_clear_errors_not_refusals(best, tmp_path):
+    (tmp_path / "text.pt").write_text("weights")
+    (tmp_path / "cut.pt").write_bytes(best.read_bytes()[:5000])
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    for name, reason in (("text.pt", "not a torch checkpoint"), ("cut.pt", "not a readable checkpoint"),
+                         ("foreign.pt", "no model weights")):
+        with pytest.raises(ValueError, match=reason) as error:
+            load_model(tmp_path / name)
+        assert not isinstance(error.value, UnsafeCheckpointError)
+
+
 def test_old_checkpoint_loads_only_after_a_trusted_convert(best, tmp_path, capsys):
     old = tmp_path / "old.pt"
     state = torch.load(best, weights_only=True)
