@@ -102,10 +102,13 @@ def test_crafted_checkpoint_is_refused_before_any_code_runs(best, audio, tmp_pat
     state = torch.load(best, weights_only=True)
     torch.save({**state, "train_config": CreatesFile(marker)}, evil)
     out = tmp_path / "predictions"
+    digest = hashlib.sha256(evil.read_bytes()).hexdigest()
     for args in (("transcribe", "--checkpoint", str(evil), "--input", str(audio), "--output", str(out)),
-                 ("checkpoint", "info", str(evil)), ("checkpoint", "convert", str(evil), "--out", str(tmp_path / "c.pt"))):
+                 ("checkpoint", "info", str(evil)), ("checkpoint", "convert", str(evil), "--out", str(tmp_path / "c.pt")),
+                 ("download", "checkpoint", "--url", evil.as_uri(), "--sha256", digest, "--out", str(tmp_path / "got.pt"))):
         code, _, err = run_cli(capsys, *args)
-        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        last = err.replace("\r", "\n").strip().splitlines()[-1]  # after download's progress bar
+        assert code == 2 and err.count("error: ") == 1 and last.startswith("error: ") and "Traceback" not in err, err
         assert "any code" in err
     assert "asks to import io.open" in run_cli(capsys, "checkpoint", "info", str(evil))[2]
     assert not marker.exists() and not list(out.glob("*.txt"))
