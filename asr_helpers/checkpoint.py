@@ -101,7 +101,7 @@ def _read(path: Path, weights_only: bool = True, **options) -> dict:
                 f"`python -m asr_helpers checkpoint convert {path} --out SAFE.pt --trust`") from None
         reason = "not a torch checkpoint" if isinstance(error, pickle.UnpicklingError) else str(error).splitlines()[0]
         raise ValueError(f"{path} is not a readable checkpoint ({reason})") from None
-    if not isinstance(state, dict) or "model" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise ValueError(f"{path} is not an asr-workbook checkpoint (no model weights in it)")
     return state
 
