@@ -184,3 +184,12 @@ def test_old_checkpoint_loads_only_after_a_trusted_convert(best, tmp_path, capsy
     set_rng_state(converted["rng"])
     assert np.random.get_state()[1].tolist() == state["rng"]["numpy"][1].tolist()
     load_model(tmp_path / "new.pt")
+
+
+def test_unreadable_lm_params_name_the_file(tmp_path):
+    (tmp_path / "lm_params.json").write_text("{not json")
+    with pytest.raises(ValueError, match="lm_params.json is not valid JSON"):
+        lm.load_lm_params(tmp_path / "best.pt")
+    (tmp_path / "lm_params.json").write_text('{"alpha": 1}')
+    with pytest.raises(ValueError, match="holds no valid tuned LM weights"):
+        lm.load_lm_params(tmp_path / "best.pt")
