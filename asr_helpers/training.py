@@ -7,6 +7,7 @@ an uninterrupted one. Launched by ``torchrun`` it trains on every visible GPU wi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import os
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -67,6 +69,39 @@ def ctc_feasible(utterances: list[Utterance], tokenizer, model: DeepSpeech2, fea
     return kept, len(utterances) - len(kept)
 
 
+def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on weight matrices and conv kernels only, never on norms or biases (as nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def average_gradients(model: torch.nn.Module, world: int) -> None:
+    """Average every gradient over the ranks (what DDP does in backward), for a window DDP did not reduce."""
+    for param in model.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= world
+
+
+@dataclass
+class _Window:
+    """Micro-batches since the last optimizer step (or the last log): losses, audio, whether DDP reduced."""
+    loss_sum: float = 0.0
+    micro_batches: int = 0
+    seconds: float = 0.0
+    synced: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, loss: float, seconds: float, synced: bool) -> None:
+        self.loss_sum, self.micro_batches = self.loss_sum + loss, self.micro_batches + 1
+        self.seconds, self.synced = self.seconds + seconds, synced
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.micro_batches, 1)
+
+
 def _distributed() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     return int(os.environ.get("RANK", 0)), world, int(os.environ.get("LOCAL_RANK", 0))
@@ -97,6 +132,7 @@ class Trainer:
         self.trained_seconds = 0.0
         self.last_eval_step, self.last_eval = -1, {}
         self.progress = 0.0
+        self._media_batch: Batch | None = None
         if config.resume:
             self._resume(self.files.checkpoint("last.pt"))
 
@@ -127,7 +163,7 @@ class Trainer:
                                            seed=c.seed, num_replicas=self.world, rank=self.rank)
         steps_per_epoch = math.ceil(len(self.sampler) / c.grad_accum)
         self.total_steps = steps_per_epoch * c.epochs
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self._lr(0.0), weight_decay=c.weight_decay)
+        self.optimizer = torch.optim.AdamW(optimizer_groups(self.model, c.weight_decay), lr=self._lr(0.0))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
@@ -184,7 +220,7 @@ class Trainer:
         print(f"resumed from {path}: epoch {self.epoch}, step {self.step}, batch {self.batch_in_epoch}")
 
     # ---- the loop ----------------------------------------------------------------------------
-    def _train_batch(self, batch: Batch) -> torch.Tensor:
+    def _forward(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
             feats, lengths = self.features(batch.waves, batch.wave_lengths)
             feats = self.spec_augment(feats, lengths)
@@ -194,6 +230,84 @@ class Trainer:
 
     def _lr(self, progress: float) -> float:
         return one_cycle(progress, self.config.lr, self.config.warmup_fraction)
+
+    def fit(self) -> dict:
+        """Train until the epochs, ``max_steps`` or the time budget run out; returns final dev metrics."""
+        c = self.config
+        tracker = Tracker(self.run_dir, c.to_dict(), c.wandb_mode, active=self.is_main)
+        if self.is_main:
+            self.files.config.write_text(json.dumps(c.to_dict(), indent=2))
+        self._started = self._last_save = time.monotonic()
+        self._session_start_progress = self.progress
+        self._budget = c.time_budget_minutes * 60 if c.time_budget_minutes else None
+        try:
+            stop_reason = None
+            while stop_reason is None and self.epoch < c.epochs:
+                stop_reason = self._train_epoch(tracker)
+            return self._finish(tracker, stop_reason or "epochs done")
+        finally:
+            tracker.finish()
+
+    def _train_epoch(self, tracker: Tracker) -> str | None:
+        """One pass over the epoch's remaining batches; the stop reason, or None to go on."""
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.load_state_dict({"epoch": self.epoch, "position": self.batch_in_epoch})
+        self.train_set.set_epoch(self.epoch)
+        bar = tqdm(total=len(self.sampler), initial=self.batch_in_epoch, disable=not self.is_main,
+                   desc=f"epoch {self.epoch + 1}/{self.config.epochs}", mininterval=5, leave=False)
+        stop_reason, self._window, self._log_window = None, _Window(), _Window()
+        for batch in self._loader():
+            self.batch_in_epoch += 1
+            bar.update()
+            self._micro_batch(batch)
+            if not self._window_ends():
+                continue
+            grad_norm = self._end_window()
+            if grad_norm is not None:
+                self._log_step(tracker, bar, grad_norm)
+            stop_reason = self._after_window(tracker)
+            if stop_reason:
+                break
+        bar.close()
+        if self.batch_in_epoch >= len(self.sampler):  # also when the stop fell on the last batch
+            self._end_epoch(tracker)
+        return stop_reason
+
+    def _window_ends(self) -> bool:
+        """Whether this micro-batch closes an accumulation window (every ``grad_accum``, and the epoch's last)."""
+        return self.batch_in_epoch % self.config.grad_accum == 0 or self.batch_in_epoch >= len(self.sampler)
+
+    def _micro_batch(self, batch: Batch | None) -> None:
+        """Forward and backward one batch into the window's gradients, unless a rank must skip it."""
+        if not self._all_ranks(batch is not None):
+            self.skips["batch with no readable audio" if batch is None else "batch skipped with another rank"] += 1
+            return
+        if batch.skipped:
+            self.skips["unreadable audio"] += batch.skipped
+        self._media_batch = batch
+        batch = batch.to(self.device)
+        sync = self._window_ends()
+        with self._gradient_sync(sync):
+            loss = self._forward(batch)
+            if not self._all_ranks(bool(torch.isfinite(loss.detach()))):
+                self.skips["non-finite loss"] += 1
+                return
+            self.scaler.scale(loss / self.config.grad_accum).backward()
+        for window in (self._window, self._log_window):
+            window.add(float(loss.detach()), batch.audio_seconds, synced=sync)
+        self.trained_seconds += batch.audio_seconds * self.world
+
+    def _gradient_sync(self, sync: bool):
+        """DDP all-reduces gradients only on the window's last micro-batch (``no_sync`` before it)."""
+        return self.net.no_sync() if self.world > 1 and not sync else contextlib.nullcontext()
+
+    def _end_window(self) -> float | None:
+        """The optimizer step for the window; None when every micro-batch in it was skipped."""
+        if not self._window.micro_batches:
+            return None
+        if self.world > 1 and not self._window.synced:  # the last micro-batch was skipped: reduce by hand
+            average_gradients(self.model, self.world)
+        return self._optimizer_step()
 
     def _optimizer_step(self) -> float:
         self.scaler.unscale_(self.optimizer)
@@ -206,93 +320,61 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.progress = self._agreed(session_progress(self.step, self.total_steps, self._session_start_progress,
-                                                      time.monotonic() - self._session_start, self._budget))
+                                                      time.monotonic() - self._started, self._budget))
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(self.progress)
         return grad_norm
 
-    def fit(self) -> dict:
-        """Train until the epochs, ``max_steps`` or the time budget run out; returns final dev metrics."""
-        c = self.config
-        tracker = Tracker(self.run_dir, c.to_dict(), c.wandb_mode, active=self.is_main)
-        if self.is_main:
-            self.files.config.write_text(json.dumps(c.to_dict(), indent=2))
-        started = time.monotonic()
-        last_save = started
-        self._session_start, self._session_start_progress = started, self.progress
-        self._budget = c.time_budget_minutes * 60 if c.time_budget_minutes else None
-        stop_reason = "epochs done"
-        evals_at = self._eval_points()
-        try:
-            while self.epoch < c.epochs and stop_reason == "epochs done":
-                self.sampler.set_epoch(self.epoch)
-                self.sampler.load_state_dict({"epoch": self.epoch, "position": self.batch_in_epoch})
-                self.train_set.set_epoch(self.epoch)
-                bar = tqdm(total=len(self.sampler), initial=self.batch_in_epoch, disable=not self.is_main,
-                           desc=f"epoch {self.epoch + 1}/{c.epochs}", mininterval=5, leave=False)
-                window_seconds, window_start, loss_sum, loss_count = 0.0, time.monotonic(), 0.0, 0
-                for batch in self._loader():
-                    self.batch_in_epoch += 1
-                    bar.update()
-                    if batch is None:
-                        self.skips["batch with no readable audio"] += 1
-                        continue
-                    if batch.skipped:
-                        self.skips["unreadable audio"] += batch.skipped
-                    batch = batch.to(self.device)
-                    loss = self._train_batch(batch)
-                    if not self._all_finite(loss):
-                        self.skips["non-finite loss"] += 1
-                        self.optimizer.zero_grad(set_to_none=True)
-                        continue
-                    self.scaler.scale(loss / c.grad_accum).backward()
-                    loss_sum, loss_count = loss_sum + float(loss.detach()), loss_count + 1
-                    window_seconds += batch.audio_seconds
-                    self.trained_seconds += batch.audio_seconds * self.world
-                    if self.batch_in_epoch % c.grad_accum and self.batch_in_epoch < len(self.sampler):
-                        continue
-                    grad_norm = self._optimizer_step()
-                    if self.step % c.log_every == 0 and self.is_main:
-                        elapsed = time.monotonic() - window_start
-                        values = {"loss": loss_sum / max(loss_count, 1), "grad_norm": grad_norm,
-                                  "lr": self.optimizer.param_groups[0]["lr"], "epoch": self.epoch + self.batch_in_epoch / len(self.sampler),
-                                  "step_time": elapsed / c.log_every, "audio_sec_per_sec": window_seconds * self.world / elapsed,
-                                  "minutes": (time.monotonic() - started) / 60, "audio_hours": self.trained_seconds / 3600}
-                        tracker.scalars("train", values, self.step)
-                        bar.set_postfix(loss=f"{values['loss']:.3f}", audio_x=f"{values['audio_sec_per_sec']:.0f}")
-                        window_seconds, window_start, loss_sum, loss_count = 0.0, time.monotonic(), 0.0, 0
-                    if self.batch_in_epoch in evals_at:
-                        self._evaluate(tracker, started)
-                    now = time.monotonic()
-                    if self._budget and self._agreed(float(now - started > self._budget)):
-                        stop_reason = "time budget"
-                        break
-                    if c.max_steps is not None and self.step >= c.max_steps:
-                        stop_reason = "max_steps"
-                        break
-                    if now - last_save > c.checkpoint_minutes * 60:
-                        self.save("last.pt")
-                        last_save = now
-                bar.close()
-                if stop_reason == "epochs done":
-                    if self.is_main and self.epoch % c.media_every_epochs == 0:
-                        self._log_media(tracker, batch)
-                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+    def _log_step(self, tracker: Tracker, bar, grad_norm: float) -> None:
+        """Train scalars every ``log_every`` steps, averaged over the micro-batches since the last log."""
+        if self.step % self.config.log_every or not self.is_main:
+            return
+        window, elapsed = self._log_window, time.monotonic() - self._log_window.started
+        values = {"loss": window.mean_loss, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"],
+                  "epoch": self.epoch + self.batch_in_epoch / len(self.sampler),
+                  "step_time": elapsed / self.config.log_every, "audio_sec_per_sec": window.seconds * self.world / elapsed,
+                  "minutes": (time.monotonic() - self._started) / 60, "audio_hours": self.trained_seconds / 3600}
+        tracker.scalars("train", values, self.step)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", audio_x=f"{values['audio_sec_per_sec']:.0f}")
+        self._log_window = _Window()
+
+    def _after_window(self, tracker: Tracker) -> str | None:
+        """Evaluation, agreed stop decisions and the periodic ``last.pt`` after each window."""
+        self._window = _Window()
+        if self.batch_in_epoch in self._eval_points():
+            self._evaluate(tracker, self._started)
+        now = time.monotonic()
+        if self._budget and self._agreed(float(now - self._started > self._budget)):
+            return "time budget"
+        if self.config.max_steps is not None and self.step >= self.config.max_steps:
+            return "max_steps"
+        if now - self._last_save > self.config.checkpoint_minutes * 60:
             self.save("last.pt")
-            evaluated_now = self.last_eval_step == self.step
-            final = self._evaluate(tracker, started) if stop_reason != "max_steps" and not evaluated_now else {}
-            final = final or self.last_eval
-            summary = {"stop_reason": stop_reason, "steps": self.step, "epochs": self.epoch,
-                       "minutes": (time.monotonic() - started) / 60, "audio_hours": self.trained_seconds / 3600,
-                       "skips": dict(self.skips), "final": final, "best_dev_wer": self.best_wer,
-                       "parameters": self.model.parameter_count(), "precision": self.precision, "device": str(self.device)}
-            if self.is_main:
-                self.files.summary.write_text(json.dumps(summary, indent=2))
-                print(f"stopped: {stop_reason} after {summary['minutes']:.1f} min, {self.step} steps; "
-                      f"skips: {dict(self.skips) or 'none'}")
-            return summary
-        finally:
-            tracker.finish()
+            self._last_save = now
+        return None
+
+    def _end_epoch(self, tracker: Tracker) -> None:
+        every = self.config.media_every_epochs
+        if self.is_main and every and self.epoch % every == 0 and self._media_batch is not None:
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):  # media never shifts the training RNG (exact resume)
+                self._log_media(tracker, self._media_batch)
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def _finish(self, tracker: Tracker, stop_reason: str) -> dict:
+        """Save ``last.pt``, evaluate once more unless just done, write the summary."""
+        self.save("last.pt")
+        evaluated_now = self.last_eval_step == self.step
+        final = self._evaluate(tracker, self._started) if stop_reason != "max_steps" and not evaluated_now else {}
+        summary = {"stop_reason": stop_reason, "steps": self.step, "epochs": self.epoch,
+                   "minutes": (time.monotonic() - self._started) / 60, "audio_hours": self.trained_seconds / 3600,
+                   "skips": dict(self.skips), "final": final or self.last_eval, "best_dev_wer": self.best_wer,
+                   "parameters": self.model.parameter_count(), "precision": self.precision, "device": str(self.device)}
+        if self.is_main:
+            self.files.summary.write_text(json.dumps(summary, indent=2))
+            print(f"stopped: {stop_reason} after {summary['minutes']:.1f} min, {self.step} steps; "
+                  f"skips: {dict(self.skips) or 'none'}")
+        return summary
 
     def _eval_points(self) -> set[int]:
         """Batch positions within an epoch after which the dev splits are evaluated."""
@@ -307,12 +389,13 @@ class Trainer:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return float(tensor)
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether every rank's loss is finite (all ranks must skip together under DDP)."""
-        finite = torch.isfinite(loss.detach()).float()
-        if self.world > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite)
+    def _all_ranks(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank: a batch is skipped by all ranks or by none under DDP."""
+        if self.world == 1:
+            return flag
+        tensor = torch.tensor(float(flag), device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        return bool(tensor)
 
     def _evaluate(self, tracker: Tracker, started: float) -> dict:
         """Greedy WER/CER and loss on each dev split; keeps ``best.pt`` by the first split's WER."""
@@ -337,13 +420,11 @@ class Trainer:
             self.save("best.pt")
         return results
 
-    def _log_media(self, tracker: Tracker, batch: Batch | None) -> None:
+    def _log_media(self, tracker: Tracker, batch: Batch) -> None:
         """Spectrograms of a train and a dev utterance, and augmented audio, once per epoch."""
         from asr_helpers.plots import spectrogram_figure
-        if batch is None:
-            return
         with torch.no_grad():
-            feats, lengths = self.features(batch.waves[:1], batch.wave_lengths[:1])
+            feats, lengths = self.features(batch.waves[:1].to(self.device), batch.wave_lengths[:1].to(self.device))
             augmented = self.spec_augment(feats, lengths)
         tracker.image("train/spectrogram", spectrogram_figure(feats[0].cpu(), batch.texts[0]), self.step)
         tracker.image("train/spectrogram_augmented", spectrogram_figure(augmented[0].cpu(), batch.texts[0]), self.step)

@@ -1,6 +1,7 @@
 """Trainer behaviour on a tiny tone corpus: resume exactness, DDP equivalence, budget, bad input."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from asr_helpers import paths
 from asr_helpers.checkpoint import load_checkpoint, load_model
 from asr_helpers.config import TrainConfig
 from asr_helpers.model import DeepSpeech2, model_config
-from asr_helpers.training import train
+from asr_helpers.tracking import read_jsonl
+from asr_helpers.training import optimizer_groups, train
 
 BASE = dict(corpus="librispeech", dev_splits=["dev-clean"], model_size="tiny", epochs=2, batch_seconds=6.0, max_seconds=6.0, lr=3e-3,
             augment="full", num_workers=0, wandb_mode="disabled", eval_utterances=3, log_every=1)
@@ -92,3 +94,68 @@ def test_ddp_two_processes_end_with_identical_weights(tiny_corpus, tmp_path):
     initial = torch.cat([p.detach().flatten() for p in DeepSpeech2(model_config("tiny", 29)).parameters()])
     assert torch.equal(rank0, rank1), "DDP ranks diverged"
     assert not torch.equal(rank0, initial), "no training step was applied"
+
+
+def test_resume_after_a_stop_on_the_last_batch_of_an_epoch(tiny_corpus):
+    full = train(dict(BASE, run_name="full", data_root=str(tiny_corpus)))
+    history = read_jsonl(paths.runs_dir() / "full" / "history.jsonl")
+    first_epoch_steps = next(r["step"] for r in history if r["kind"] == "train" and r["epoch"] == 1.0)
+    stopped = train(dict(BASE, run_name="edge", data_root=str(tiny_corpus), max_steps=first_epoch_steps))
+    assert stopped["stop_reason"] == "max_steps"
+    state = load_checkpoint(paths.runs_dir() / "edge" / "last.pt")
+    assert (state["epoch"], state["sampler"]["position"]) == (1, 0), "the finished epoch is closed before saving"
+    resumed = train(dict(BASE, run_name="edge", data_root=str(tiny_corpus), resume=True))
+    assert resumed["stop_reason"] == "epochs done" and resumed["steps"] == full["steps"]
+    a, b = _weights("full"), _weights("edge")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_media_every_zero_epochs_logs_no_media(tiny_corpus):
+    summary = train(dict(BASE, run_name="quiet", data_root=str(tiny_corpus), epochs=1, media_every_epochs=0))
+    assert summary["stop_reason"] == "epochs done"
+    assert not list((paths.runs_dir() / "quiet" / "media").glob("*"))
+
+
+def test_weight_decay_only_on_matrices_and_kernels():
+    model = DeepSpeech2(model_config("tiny", 29))
+    decay, no_decay = optimizer_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} | {id(p) for p in no_decay["params"]} == {id(p) for p in model.parameters()}
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    assert any(p is model.convs[0][1].weight for p in no_decay["params"])  # BatchNorm scale
+    assert any(p is model.head.bias for p in no_decay["params"])
+    assert any(p is model.head.weight for p in decay["params"])
+
+
+DDP_SKIP_SCRIPT = """
+import dataclasses, json, sys, torch, torch.distributed as dist
+from asr_helpers.training import Trainer
+from asr_helpers.config import TrainConfig
+config = TrainConfig(corpus='librispeech', data_root=sys.argv[1], run_name='ddp-skip', dev_splits=['dev-clean'],
+    model_size='tiny', epochs=1, batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode='disabled', max_steps=3)
+trainer = Trainer(config)
+if dist.get_rank() == 1:  # every file of this rank's first batch becomes unreadable
+    bad = sys.argv[2] + '/bad.flac'
+    open(bad, 'wb').write(b'not audio')
+    trainer.sampler.set_epoch(0)
+    for index in trainer.sampler._my_batches()[0]:
+        trainer.train_set.utterances[index] = dataclasses.replace(trainer.train_set.utterances[index], path=bad)
+summary = trainer.fit()
+flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+torch.save(flat, sys.argv[2] + f'/rank{dist.get_rank()}.pt')
+json.dump(summary['skips'], open(sys.argv[2] + f'/skips{dist.get_rank()}.json', 'w'))
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_rank_with_an_unreadable_batch_skips_it_with_the_other_rank(tiny_corpus, tmp_path):
+    script = tmp_path / "ddp_skip.py"
+    script.write_text(DDP_SKIP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), str(tiny_corpus), str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    skips = [json.loads((tmp_path / f"skips{rank}.json").read_text()) for rank in (0, 1)]
+    assert skips[1]["batch with no readable audio"] == 1 and skips[0]["batch skipped with another rank"] == 1
+    assert torch.equal(torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")), "DDP ranks diverged"
