@@ -14,7 +14,8 @@ from asr_helpers.checkpoint import load_checkpoint, load_model
 from asr_helpers.config import TrainConfig
 from asr_helpers.model import DeepSpeech2, model_config
 from asr_helpers.tracking import read_jsonl
-from asr_helpers.training import optimizer_groups, train
+from asr_helpers.trainer import optimizer_groups
+from asr_helpers.training import train
 
 BASE = dict(corpus="librispeech", dev_splits=["dev-clean"], model_size="tiny", epochs=2, batch_seconds=6.0, max_seconds=6.0, lr=3e-3,
             augment="full", num_workers=0, wandb_mode="disabled", eval_utterances=3, log_every=1)
@@ -75,13 +76,13 @@ def test_ddp_two_processes_end_with_identical_weights(tiny_corpus, tmp_path):
     script = tmp_path / "ddp_check.py"
     script.write_text(
         "import sys, torch, torch.distributed as dist\n"
-        "from asr_helpers.training import Trainer\n"
+        "from asr_helpers.training import build_trainer\n"
         "from asr_helpers.config import TrainConfig\n"
         "config = TrainConfig(corpus='librispeech', data_root=sys.argv[1], run_name='ddp', dev_splits=['dev-clean'], model_size='tiny',\n"
         "    epochs=1, batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode='disabled', max_steps=3)\n"
-        "trainer = Trainer(config)\n"
+        "trainer = build_trainer(config)\n"
         "trainer.fit()\n"
-        "flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])\n"
+        "flat = torch.cat([p.detach().flatten() for p in trainer.model.net.parameters()])\n"
         "torch.save(flat, sys.argv[2] + f'/rank{dist.get_rank()}.pt')\n"
         "dist.destroy_process_group()\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -129,19 +130,20 @@ def test_weight_decay_only_on_matrices_and_kernels():
 
 DDP_SKIP_SCRIPT = """
 import dataclasses, json, sys, torch, torch.distributed as dist
-from asr_helpers.training import Trainer
+from asr_helpers.training import build_trainer
 from asr_helpers.config import TrainConfig
 config = TrainConfig(corpus='librispeech', data_root=sys.argv[1], run_name='ddp-skip', dev_splits=['dev-clean'],
     model_size='tiny', epochs=1, batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode='disabled', max_steps=3)
-trainer = Trainer(config)
+trainer = build_trainer(config)
 if dist.get_rank() == 1:  # every file of this rank's first batch becomes unreadable
     bad = sys.argv[2] + '/bad.flac'
     open(bad, 'wb').write(b'not audio')
     trainer.sampler.set_epoch(0)
     for index in trainer.sampler._my_batches()[0]:
-        trainer.train_set.utterances[index] = dataclasses.replace(trainer.train_set.utterances[index], path=bad)
+        utterances = trainer.data.train_set.utterances
+        utterances[index] = dataclasses.replace(utterances[index], path=bad)
 summary = trainer.fit()
-flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+flat = torch.cat([p.detach().flatten() for p in trainer.model.net.parameters()])
 torch.save(flat, sys.argv[2] + f'/rank{dist.get_rank()}.pt')
 json.dump(summary['skips'], open(sys.argv[2] + f'/skips{dist.get_rank()}.json', 'w'))
 dist.destroy_process_group()
