@@ -60,7 +60,6 @@ class _Window:
         return self.loss_sum / max(self.micro_batches, 1)
 
 
-
 class Trainer:
     """Trains ``model`` on ``data`` as ``config`` says; ``fit()`` runs until epochs, steps or budget end."""
 
@@ -81,6 +80,7 @@ class Trainer:
         self.best_wer, self.trained_seconds, self.progress = math.inf, 0.0, 0.0
         self.last_eval_step, self.last_eval = -1, {}
         self._media_batch: Batch | None = None
+        self._batches, self._evals_at = len(data.sampler), self._eval_points()  # this epoch's, set per epoch
 
     @property
     def sampler(self):
@@ -147,7 +147,8 @@ class Trainer:
         """One pass over the epoch's remaining batches; the stop reason, or None to go on."""
         self.sampler.set_epoch(self.epoch)
         self.sampler.load_state_dict({"epoch": self.epoch, "position": self.batch_in_epoch})
-        bar = tqdm(total=len(self.sampler), initial=self.batch_in_epoch, disable=not self.is_main,
+        self._batches, self._evals_at = len(self.sampler), self._eval_points()
+        bar = tqdm(total=self._batches, initial=self.batch_in_epoch, disable=not self.is_main,
                    desc=f"epoch {self.epoch + 1}/{self.config.epochs}", mininterval=5, leave=False)
         stop_reason, self._window, self._log_window = None, _Window(), _Window()
         for batch in self.data.loader(self.epoch):
@@ -163,13 +164,13 @@ class Trainer:
             if stop_reason:
                 break
         bar.close()
-        if self.batch_in_epoch >= len(self.sampler):  # also when the stop fell on the last batch
+        if self.batch_in_epoch >= self._batches:  # also when the stop fell on the last batch
             self._end_epoch(tracker)
         return stop_reason
 
     def _window_ends(self) -> bool:
         """Whether this micro-batch closes an accumulation window (every ``grad_accum``, and the epoch's last)."""
-        return self.batch_in_epoch % self.config.grad_accum == 0 or self.batch_in_epoch >= len(self.sampler)
+        return self.batch_in_epoch % self.config.grad_accum == 0 or self.batch_in_epoch >= self._batches
 
     def _micro_batch(self, batch: Batch | None) -> None:
         """Forward and backward one batch into the window's gradients, unless a rank must skip it."""
@@ -213,8 +214,9 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.progress = self.place.agreed_max(session_progress(self.step, self.total_steps, self._session_start_progress,
-                                                      time.monotonic() - self._started, self._budget))
+        elapsed = time.monotonic() - self._started
+        self.progress = self.place.agreed_max(
+            session_progress(self.step, self.total_steps, self._session_start_progress, elapsed, self._budget))
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(self.progress)
         return grad_norm
@@ -225,7 +227,7 @@ class Trainer:
             return
         window, elapsed = self._log_window, time.monotonic() - self._log_window.started
         values = {"loss": window.mean_loss, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"],
-                  "epoch": self.epoch + self.batch_in_epoch / len(self.sampler),
+                  "epoch": self.epoch + self.batch_in_epoch / self._batches,
                   "step_time": elapsed / self.config.log_every, "audio_sec_per_sec": window.seconds * self.world / elapsed,
                   "minutes": (time.monotonic() - self._started) / 60, "audio_hours": self.trained_seconds / 3600}
         tracker.scalars("train", values, self.step)
@@ -235,7 +237,7 @@ class Trainer:
     def _after_window(self, tracker: Tracker) -> str | None:
         """Evaluation, agreed stop decisions and the periodic ``last.pt`` after each window."""
         self._window = _Window()
-        if self.batch_in_epoch in self._eval_points():
+        if self.batch_in_epoch in self._evals_at:
             self._evaluate(tracker, self._started)
         now = time.monotonic()
         if self._budget and self.place.agreed_max(float(now - self._started > self._budget)):
@@ -284,7 +286,7 @@ class Trainer:
         for split, utterances in self.data.dev.items():
             metrics, rows = evaluate(self.model, utterances, self.data.tokenizer, self.device, self.precision)
             metrics["minutes"] = (time.monotonic() - started) / 60
-            metrics["epoch"] = self.epoch + self.batch_in_epoch / len(self.sampler)
+            metrics["epoch"] = self.epoch + self.batch_in_epoch / self._batches
             tracker.scalars(f"eval/{split}", metrics, self.step)
             sample = random.Random(self.step).sample(rows, min(8, len(rows)))
             tracker.table(f"samples/{split}", ["id", "target", "prediction", "cer", "wer"], sample, self.step)

@@ -6,6 +6,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from asr_helpers import paths
+from asr_helpers.checkpoint import load_checkpoint
 from asr_helpers.config import TrainConfig
 from asr_helpers.data import TrainData
 from asr_helpers.dataset import LengthBucketSampler
@@ -56,12 +57,15 @@ def toy_data(xs: torch.Tensor, ys: list[int], per_batch: int) -> TrainData:
     return TrainData(CharTokenizer(), Points(xs, ys), sampler, dev={})
 
 
+def toy_config(name: str, **overrides) -> TrainConfig:
+    settings = dict(run_name=name, epochs=1, batch_seconds=24.0, max_seconds=1.0, lr=0.05, warmup_fraction=0.0,
+                    num_workers=0, wandb_mode="disabled", media_every_epochs=0, device="cpu")
+    return TrainConfig(**{**settings, **overrides})
+
+
 def fit(name: str, data: TrainData, grad_accum: int) -> tuple[dict, torch.Tensor]:
-    config = TrainConfig(run_name=name, epochs=1, grad_accum=grad_accum, batch_seconds=float(len(data.train_set)),
-                         max_seconds=1.0, lr=0.05, warmup_fraction=0.0, num_workers=0, wandb_mode="disabled",
-                         media_every_epochs=0, device="cpu")
     model = Regression()
-    summary = Trainer(config, data, model).fit()
+    summary = Trainer(toy_config(name, grad_accum=grad_accum), data, model).fit()
     return summary, model.linear.weight.detach().clone()
 
 
@@ -86,10 +90,22 @@ def test_a_non_finite_micro_batch_is_skipped_alone_and_the_window_still_steps():
 
 
 def test_loss_falls_over_a_few_dozen_steps_on_the_tiny_corpus(tiny_corpus):
-    summary = train(dict(corpus="librispeech", data_root=str(tiny_corpus), run_name="learn", dev_splits=["dev-clean"],
-                         model_size="tiny", epochs=8, batch_seconds=4.0, max_seconds=4.0, lr=3e-3, augment="none",
-                         num_workers=0, wandb_mode="disabled", eval_utterances=3, log_every=1, media_every_epochs=0))
+    summary = train(dict(corpus="librispeech", data_root=str(tiny_corpus), run_name="learn", dev_splits=[],
+                         model_size="tiny", epochs=3, batch_seconds=2.5, max_seconds=2.5, lr=3e-3, augment="none",
+                         num_workers=0, wandb_mode="disabled", log_every=1, media_every_epochs=0))
     losses = [r["loss"] for r in read_jsonl(paths.runs_dir() / "learn" / "history.jsonl") if r["kind"] == "train"]
     assert summary["steps"] == len(losses) >= 24
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.6 * first, f"loss went from {first:.3f} to {last:.3f}"
+
+
+def test_a_time_budget_stop_on_an_epochs_last_batch_resumes_at_the_next_epoch():
+    xs, ys = torch.randn(2, 4), [1, 2]
+    stopped = Trainer(toy_config("budget", epochs=3, time_budget_minutes=1e-9), toy_data(xs, ys, 2), Regression()).fit()
+    assert stopped["stop_reason"] == "time budget" and stopped["steps"] == 1  # one batch per epoch
+    state = load_checkpoint(paths.runs_dir() / "budget" / "last.pt")
+    assert (state["epoch"], state["sampler"]["position"]) == (1, 0)
+    trainer = Trainer(toy_config("budget", epochs=3), toy_data(xs, ys, 2), Regression())
+    trainer.resume()
+    resumed = trainer.fit()
+    assert resumed["stop_reason"] == "epochs done" and resumed["steps"] == 3
