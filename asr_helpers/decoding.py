@@ -190,7 +190,7 @@ def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMD
     raise ValueError(f"unknown decoder {name!r}; choose from {DECODERS}")
 
 
-def available_decoders(lm_decoder: "LMDecoder | None" = None) -> list[str]:
+def available_decoders(lm_decoder: LMDecoder | None = None) -> list[str]:
     """Decoder names usable now: ``lm`` only when a language model is loaded."""
     return [name for name in DECODERS if name != "lm" or lm_decoder is not None]
 

@@ -25,17 +25,28 @@ def _weights(run: str) -> dict:
     return load_checkpoint(paths.runs_dir() / run / "last.pt")["model"]
 
 
-def test_resume_mid_epoch_ends_with_identical_weights(tiny_corpus):
+def _stop_and_resume(corpus, run: str, max_steps: int) -> tuple[dict, dict]:
+    """Train until ``max_steps``, then resume to the end; returns the stopped checkpoint and the final summary."""
+    stopped = train(dict(BASE, run_name=run, data_root=str(corpus), max_steps=max_steps))
+    assert stopped["stop_reason"] == "max_steps"
+    state = load_checkpoint(paths.runs_dir() / run / "last.pt")
+    return state, train(dict(BASE, run_name=run, data_root=str(corpus), resume=True))
+
+
+def test_resume_mid_epoch_or_after_an_epochs_last_batch_ends_with_identical_weights(tiny_corpus):
     full = train(dict(BASE, run_name="full", data_root=str(tiny_corpus)))
     assert full["steps"] > 4 and full["stop_reason"] == "epochs done"
-    stopped = train(dict(BASE, run_name="split", data_root=str(tiny_corpus), max_steps=full["steps"] // 2 + 1))
-    assert stopped["stop_reason"] == "max_steps"
-    state = load_checkpoint(paths.runs_dir() / "split" / "last.pt")
+    history = read_jsonl(paths.runs_dir() / "full" / "history.jsonl")
+    first_epoch_steps = next(r["step"] for r in history if r["kind"] == "train" and r["epoch"] == 1.0)
+    state, resumed = _stop_and_resume(tiny_corpus, "split", full["steps"] // 2 + 1)
     assert state["sampler"]["position"] > 0, "the interruption must fall mid-epoch"
-    resumed = train(dict(BASE, run_name="split", data_root=str(tiny_corpus), resume=True))
     assert resumed["steps"] == full["steps"]
-    a, b = _weights("full"), _weights("split")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    state, resumed = _stop_and_resume(tiny_corpus, "edge", first_epoch_steps)
+    assert (state["epoch"], state["sampler"]["position"]) == (1, 0), "the finished epoch is closed before saving"
+    assert resumed["stop_reason"] == "epochs done" and resumed["steps"] == full["steps"]
+    for run in ("split", "edge"):
+        a, b = _weights("full"), _weights(run)
+        assert all(torch.equal(a[k], b[k]) for k in a), run
 
 
 def test_checkpoint_is_self_describing(tiny_corpus):
@@ -95,20 +106,6 @@ def test_ddp_two_processes_end_with_identical_weights(tiny_corpus, tmp_path):
     initial = torch.cat([p.detach().flatten() for p in DeepSpeech2(model_config("tiny", 29)).parameters()])
     assert torch.equal(rank0, rank1), "DDP ranks diverged"
     assert not torch.equal(rank0, initial), "no training step was applied"
-
-
-def test_resume_after_a_stop_on_the_last_batch_of_an_epoch(tiny_corpus):
-    full = train(dict(BASE, run_name="full", data_root=str(tiny_corpus)))
-    history = read_jsonl(paths.runs_dir() / "full" / "history.jsonl")
-    first_epoch_steps = next(r["step"] for r in history if r["kind"] == "train" and r["epoch"] == 1.0)
-    stopped = train(dict(BASE, run_name="edge", data_root=str(tiny_corpus), max_steps=first_epoch_steps))
-    assert stopped["stop_reason"] == "max_steps"
-    state = load_checkpoint(paths.runs_dir() / "edge" / "last.pt")
-    assert (state["epoch"], state["sampler"]["position"]) == (1, 0), "the finished epoch is closed before saving"
-    resumed = train(dict(BASE, run_name="edge", data_root=str(tiny_corpus), resume=True))
-    assert resumed["stop_reason"] == "epochs done" and resumed["steps"] == full["steps"]
-    a, b = _weights("full"), _weights("edge")
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_media_every_zero_epochs_logs_no_media(tiny_corpus):
