@@ -109,3 +109,16 @@ def test_a_time_budget_stop_on_an_epochs_last_batch_resumes_at_the_next_epoch():
     trainer.resume()
     resumed = trainer.fit()
     assert resumed["stop_reason"] == "epochs done" and resumed["steps"] == 3
+
+
+def test_a_checkpoint_saved_at_an_epochs_end_by_older_code_still_resumes():
+    xs, ys = torch.randn(2, 4), [1, 2]
+    Trainer(toy_config("old", epochs=3, max_steps=1), toy_data(xs, ys, 2), Regression()).fit()
+    path = paths.runs_dir() / "old" / "last.pt"
+    state = load_checkpoint(path)
+    state["epoch"], state["sampler"] = 0, {"epoch": 0, "position": 1}  # older code saved the spent epoch
+    torch.save(state, path)
+    trainer = Trainer(toy_config("old", epochs=3), toy_data(xs, ys, 2), Regression())
+    trainer.resume()
+    resumed = trainer.fit()
+    assert resumed["stop_reason"] == "epochs done" and resumed["steps"] == 3 and resumed["epochs"] == 3
