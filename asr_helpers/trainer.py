@@ -73,8 +73,8 @@ class Trainer:
         self.total_steps = math.ceil(len(data.sampler) / config.grad_accum) * config.epochs
         self.optimizer = torch.optim.AdamW(optimizer_groups(model, config.weight_decay), lr=self._lr(0.0))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.net = (DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-                    if self.world > 1 else model)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.net = DistributedDataParallel(model, device_ids=device_ids) if self.world > 1 else model
         self.skips = Counter()
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_wer, self.trained_seconds, self.progress = math.inf, 0.0, 0.0
@@ -228,7 +228,8 @@ class Trainer:
         window, elapsed = self._log_window, time.monotonic() - self._log_window.started
         values = {"loss": window.mean_loss, "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"],
                   "epoch": self.epoch + self.batch_in_epoch / self._batches,
-                  "step_time": elapsed / self.config.log_every, "audio_sec_per_sec": window.seconds * self.world / elapsed,
+                  "step_time": elapsed / self.config.log_every,
+                  "audio_sec_per_sec": window.seconds * self.world / elapsed,
                   "minutes": (time.monotonic() - self._started) / 60, "audio_hours": self.trained_seconds / 3600}
         tracker.scalars("train", values, self.step)
         bar.set_postfix(loss=f"{values['loss']:.3f}", audio_x=f"{values['audio_sec_per_sec']:.0f}")
@@ -291,7 +292,8 @@ class Trainer:
             sample = random.Random(self.step).sample(rows, min(8, len(rows)))
             tracker.table(f"samples/{split}", ["id", "target", "prediction", "cer", "wer"], sample, self.step)
             results[split] = metrics
-            print(f"  step {self.step} {split}: loss {metrics['loss']:.3f}  WER {metrics['wer']:.3f}  CER {metrics['cer']:.3f}")
+            print(f"  step {self.step} {split}: loss {metrics['loss']:.3f}  "
+                  f"WER {metrics['wer']:.3f}  CER {metrics['cer']:.3f}")
         self.model.train()
         self.last_eval = results
         first = results[next(iter(results))] if results else None
