@@ -58,18 +58,14 @@ class Transcriber:
 
     @torch.no_grad()
     def show(self, wave: torch.Tensor, decoder: str = "beam", reference: str | None = None) -> str:
-        from asr_helpers.decoding import greedy_decode, prefix_beam_search
+        from asr_helpers.decoding import build_decoder, prefix_beam_search
         from asr_helpers.plots import alignment_figure
         feats, lengths = self.features(wave[None], torch.tensor([len(wave)]))
         log_probs, out_lengths = self.model(feats, lengths)
         matrix = log_probs[0, : out_lengths[0]].numpy()
         beams = prefix_beam_search(matrix, self.beam_width, self.tokenizer.blank_id)[:5]
-        if decoder == "lm" and self.lm_decoder is not None:
-            text = self.lm_decoder.decode(matrix)
-        elif decoder == "greedy":
-            text = greedy_decode(log_probs, out_lengths, self.tokenizer)[0]
-        else:
-            text = self.tokenizer.decode(list(beams[0][0]))
+        text = build_decoder(decoder, self.tokenizer, beam_width=self.beam_width,
+                             lm_decoder=self.lm_decoder).decode([matrix])[0]
         if reference:
             print(f"reference : {reference}")
         print(f"{decoder:<10}: {text}")
@@ -88,7 +84,8 @@ def transcription_panel(transcriber: Transcriber, frame: pd.DataFrame):
     import ipywidgets as widgets
 
     from asr_helpers.audio import AudioError
-    decoders = ["greedy", "beam"] + (["lm"] if transcriber.lm_decoder is not None else [])
+    from asr_helpers.decoding import available_decoders
+    decoders = available_decoders(transcriber.lm_decoder)
     pick = widgets.Dropdown(options=list(frame.id), description="utterance", layout=widgets.Layout(width="420px"))
     upload = widgets.FileUpload(accept="audio/*,.wav,.flac,.ogg", multiple=False, description="upload audio")
     decoder = widgets.ToggleButtons(options=decoders, value=decoders[-1], description="decoder")
