@@ -20,6 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from asr_helpers.model import time_mask
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
@@ -70,11 +72,6 @@ class DecoderState(NamedTuple):
                             self.weights[index])
 
 
-def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """``[B, frames]`` True on the first ``lengths[b]`` frames of each row."""
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-
-
 class LocationAwareAttention(nn.Module):
     """Energy ``w . tanh(W keys + V query + U conv(previous weights))``, softmax over real frames."""
 
@@ -89,7 +86,7 @@ class LocationAwareAttention(nn.Module):
         self.sharpening = config.sharpening
 
     def memory(self, states: torch.Tensor, lengths: torch.Tensor) -> EncoderMemory:
-        return EncoderMemory(states, self.key_projection(states), frame_mask(lengths, states.shape[1]))
+        return EncoderMemory(states, self.key_projection(states), time_mask(lengths, states.shape[1]))
 
     def forward(self, memory: EncoderMemory, query: torch.Tensor,
                 previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,5 +187,5 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, le
     nll = -log_probs.gather(-1, targets[..., None]).squeeze(-1)
     uniform = -log_probs.masked_fill(~classes, 0.0).sum(-1) / classes.sum()
     per_token = (1.0 - smoothing) * nll + smoothing * uniform
-    mask = frame_mask(lengths, targets.shape[1])
+    mask = time_mask(lengths, targets.shape[1])
     return per_token.masked_select(mask).mean()

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from asr_helpers.attention import (AttentionDecoder, DecoderConfig, EncoderMemory, frame_mask,
-                                   label_smoothed_cross_entropy, teacher_forcing_pairs)
-from asr_helpers.evaluation import ctc_loss
-from asr_helpers.model import DeepSpeech2, ModelConfig, config_from_dict, config_to_dict, conv_output_length, model_config
+from asr_helpers.attention import (AttentionDecoder, DecoderConfig, EncoderMemory, label_smoothed_cross_entropy,
+                                   teacher_forcing_pairs)
+from asr_helpers.model import DeepSpeech2, ModelConfig, config_from_dict, config_to_dict, model_config
+from asr_helpers.recognizer import ctc_loss
 
 DECODER_PRESETS: dict[str, dict] = {
     "tiny": dict(embed_dim=32, hidden=96, attention_dim=64, location_channels=4, location_width=15),
@@ -80,26 +80,6 @@ class JointOutput:
     attention_lengths: torch.Tensor | None  # [B] output symbols per utterance (targets + end)
 
 
-def deepspeech2_encode(net: DeepSpeech2, features: torch.Tensor,
-                       lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The states after DeepSpeech2's recurrent stack ``[B, T', hidden]`` and their valid lengths.
-
-    The same computation as ``DeepSpeech2.forward`` up to its head (kept here until ``model``
-    offers it as ``DeepSpeech2.encode``).
-    """
-    x = (features * frame_mask(lengths, features.shape[-1])[:, None, :]).unsqueeze(1)
-    for (_, stride), (conv, norm, act) in zip(net.config.conv_strides, net.convs):
-        x = act(norm(conv(x)))
-        lengths = conv_output_length(lengths, conv.kernel_size[1], stride)
-        x = x * frame_mask(lengths, x.shape[-1])[:, None, None, :]
-    batch, channels, freq, frames = x.shape
-    x = x.permute(0, 3, 1, 2).reshape(batch, frames, channels * freq)
-    mask = frame_mask(lengths, frames)
-    for rnn in net.rnns:
-        x = rnn(x, lengths, mask)
-    return x, lengths
-
-
 class JointCTCAttention(nn.Module):
     """Log-mel ``[B, n_mels, T]`` -> shared encoder -> CTC head and attention decoder."""
 
@@ -117,8 +97,7 @@ class JointCTCAttention(nn.Module):
         return self.config.encoder.vocab_size
 
     def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> Encoded:
-        states, frames = deepspeech2_encode(self.encoder, features, lengths)
-        mask = frame_mask(frames, states.shape[1])
+        states, frames, mask = self.encoder.encode(features, lengths)
         logits = self.encoder.head(self.encoder.head_norm(states, mask))
         return Encoded(states, logits.float().log_softmax(-1), frames)
 

@@ -8,8 +8,10 @@ from asr_helpers import paths
 PACKAGE = paths.REPO_ROOT / "asr_helpers"
 LOW = {"paths", "text", "audio", "features", "manifest", "dataset", "model", "decoding", "metrics", "corpora",
        "librispeech", "synthetic", "tts", "sentences", "augment", "download", "lm", "checkpoint", "schedule",
-       "config", "rundir", "recognizer", "evaluation", "data", "distributed"}
-HIGH = {"training", "trainer", "cli", "plots", "widgets", "report", "bench", "notebooks", "explore", "comparison"}
+       "config", "rundir", "recognizer", "evaluation", "data", "distributed", "ctc_prefix", "attention",
+       "las", "attention_decoding"}
+HIGH = {"training", "trainer", "cli", "plots", "widgets", "report", "bench", "notebooks", "explore", "comparison",
+        "attention_maps"}
 
 
 def imported_modules(module: str) -> set[str]:
