@@ -58,9 +58,9 @@ def _train(args) -> None:
 def _transcribe(args) -> None:
     from asr_helpers.inference import transcribe
     report = transcribe(args.checkpoint, args.input, args.output, decoder=args.decoder, lm_path=args.lm,
-                        beam_width=args.beam_width)
+                        beam_width=args.beam_width, batch_seconds=args.batch_seconds, pool_size=args.pool_size)
     print(report.summary())
-    if report.written == 0:
+    if not report.written:
         sys.exit(1)
 
 
@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--decoder", choices=("greedy", "beam", "lm"), default="beam")
     transcribe.add_argument("--lm", type=Path, default=None, help="KenLM model (arpa or binary) for --decoder lm")
     transcribe.add_argument("--beam-width", type=int, default=32)
+    transcribe.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per model batch")
+    transcribe.add_argument("--pool-size", type=int, default=2, help="processes for --decoder lm")
     transcribe.set_defaults(func=_transcribe)
 
     score = commands.add_parser("score", help="corpus WER/CER of a predictions folder against references")
