@@ -106,10 +106,10 @@ class Trainer:
 
     def _build_data_and_model(self) -> None:
         c = self.config
-        root = prepare_corpus(c.corpus, c.train_splits + c.dev_splits, c.data_root, c.synth_minutes, c.seed)
-        train = load_splits(root, c.train_splits, max_seconds=c.max_seconds)
+        roots = prepare_corpus(c.corpus, c.train_splits + c.dev_splits, c.data_root, c.synth_minutes, c.seed)
+        train = load_splits(roots, c.train_splits, max_seconds=c.max_seconds)
         if not train:
-            raise RuntimeError(f"no usable training utterances in {root} {c.train_splits}")
+            raise RuntimeError(f"no usable training utterances in {c.train_splits} ({roots})")
         self.tokenizer = build_tokenizer(c, [u.text for u in train])
         rnn_mode = c.rnn_mode if c.rnn_mode != "auto" else ("packed" if self.device.type == "cuda" else "masked")
         self.model_config = model_config(c.model_size, self.tokenizer.vocab_size, rnn_mode=rnn_mode)
@@ -121,7 +121,7 @@ class Trainer:
                                          self.wave_augment.max_speed_factor)
         if infeasible:
             print(f"dropped {infeasible} training utterances whose transcript is too long for CTC")
-        self.dev = {split: self._dev_subset(load_splits(root, [split])) for split in c.dev_splits}
+        self.dev = {split: self._dev_subset(load_splits(roots, [split])) for split in c.dev_splits}
         self.train_set = SpeechDataset(train, self.tokenizer, self.wave_augment, seed=c.seed)
         self.sampler = LengthBucketSampler([u.seconds for u in train], c.batch_seconds, c.max_batch_size,
                                            seed=c.seed, num_replicas=self.world, rank=self.rank)
