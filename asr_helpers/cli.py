@@ -155,10 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command; a user's mistake (bad path, value, file, missing tool) is one line on stderr, exit 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    import yaml
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, RuntimeError, OSError, ImportError, yaml.YAMLError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
