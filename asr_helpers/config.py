@@ -94,7 +94,7 @@ def _fits(value, hint) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, arg) for arg in args)
     if origin is list or hint is list:
-        return isinstance(value, list) and all(_fits(item, args[0]) for item in value if args)
+        return isinstance(value, list) and (not args or all(_fits(item, args[0]) for item in value))
     if hint is typing.Any:
         return True
     if isinstance(value, bool):

@@ -49,9 +49,11 @@ def prepare_corpus(corpus: str, splits: list[str], root: str | Path | None = Non
     if not missing:
         return given
     if corpus == "synthetic":
-        return {**given, **_synthetic_splits(missing, root, synth_minutes, seed)}
-    from asr_helpers.librispeech import ensure_split
-    return {**given, **{split: ensure_split(split, root=Path(root) if root else None) for split in missing}}
+        found = {**given, **_synthetic_splits(missing, root, synth_minutes, seed)}
+    else:
+        from asr_helpers.librispeech import ensure_split
+        found = {**given, **{split: ensure_split(split, root=Path(root) if root else None) for split in missing}}
+    return {split: found[split] for split in splits}
 
 
 def _synthetic_splits(splits: list[str], root: str | Path | None, synth_minutes: float, seed: int) -> dict[str, Path]:
