@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from asr_helpers.decoding import DECODERS
+
 
 def _corpus_synth(args) -> None:
     from asr_helpers.synthetic import synthesize_corpus
@@ -166,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--checkpoint", type=Path, required=True)
     transcribe.add_argument("--input", type=Path, nargs="+", required=True, help="audio files or folders")
     transcribe.add_argument("--output", type=Path, required=True)
-    transcribe.add_argument("--decoder", choices=("greedy", "beam", "lm"), default="beam")
+    transcribe.add_argument("--decoder", choices=DECODERS, default="beam")
     transcribe.add_argument("--lm", type=Path, default=None, help="KenLM model (arpa or binary) for --decoder lm")
     transcribe.add_argument("--beam-width", type=int, default=32)
     transcribe.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per model batch")

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import soundfile
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -27,12 +26,11 @@ from tqdm.auto import tqdm
 
 from asr_helpers.audio import AudioError, load_audio
 from asr_helpers.checkpoint import load_model
-from asr_helpers.decoding import beam_decode, greedy_decode
+from asr_helpers.decoding import DECODERS, build_decoder
 from asr_helpers.features import LogMelFeatures
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
-DECODERS = ("greedy", "beam", "lm")
 
 
 @dataclass
@@ -122,16 +120,6 @@ def length_batches(items: Sequence[AudioInput], batch_seconds: float, max_batch_
         yield batch
 
 
-def decode_log_probs(name: str, log_probs_list: Sequence[np.ndarray], tokenizer, *, beam_width: int = 32,
-                     lm_decoder=None, pool_size: int = 1) -> list[str]:
-    """Texts for per-utterance log-prob matrices ``[frames, vocab]`` with the named decoder."""
-    if name == "lm":
-        return lm_decoder.decode_batch(log_probs_list, pool_size=pool_size)
-    if name == "beam":
-        return [beam_decode(lp[None], [len(lp)], tokenizer, beam_width)[0] for lp in log_probs_list]
-    return [greedy_decode(lp[None], [len(lp)], tokenizer)[0] for lp in log_probs_list]
-
-
 class Transcriber:
     """A checkpoint's model, features and decoder, turning batches of waves into texts."""
 
@@ -142,14 +130,12 @@ class Transcriber:
         if decoder == "lm" and lm_path is None:
             raise ValueError("--decoder lm needs --lm PATH (a KenLM arpa/binary built by `python -m asr_helpers lm ...`)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        try:
-            self.model, self.tokenizer, _ = load_model(checkpoint, self.device)
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{checkpoint} is not a model checkpoint ({type(error).__name__}: {error})") from None
+        self.model, self.tokenizer, _ = load_model(checkpoint, self.device)
         self.features = LogMelFeatures.for_model(self.model.config).to(self.device)
         self.min_samples = self.features.mel.n_fft  # a centred STFT reflects n_fft/2 samples each side
-        self.decoder, self.beam_width, self.pool_size = decoder, beam_width, pool_size
         self.lm_decoder = _lm_decoder(Path(checkpoint), self.tokenizer, lm_path, beam_width) if decoder == "lm" else None
+        self.decoder = build_decoder(decoder, self.tokenizer, beam_width=beam_width, lm_decoder=self.lm_decoder,
+                                     pool_size=pool_size)
 
     @torch.no_grad()
     def texts(self, waves: Sequence[torch.Tensor]) -> list[str]:
@@ -163,8 +149,7 @@ class Transcriber:
         batch = pad_sequence(feats, batch_first=True).transpose(1, 2)
         log_probs, out_lengths = self.model(batch, torch.cat(frame_lengths))
         matrices = [lp[:n].cpu().numpy() for lp, n in zip(log_probs, out_lengths.tolist())]
-        return decode_log_probs(self.decoder, matrices, self.tokenizer, beam_width=self.beam_width,
-                                lm_decoder=self.lm_decoder, pool_size=self.pool_size)
+        return self.decoder.decode(matrices)
 
     def close(self) -> None:
         if self.lm_decoder is not None:

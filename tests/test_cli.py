@@ -87,7 +87,7 @@ def test_user_mistakes_are_one_line_without_a_traceback(tmp_path):
         (("transcribe", "--checkpoint", str(tmp_path / "garbage.pt"), "--input", str(tmp_path), "--output", out),
          "is not a readable checkpoint"),
         (("transcribe", "--checkpoint", str(tmp_path / "other.pt"), "--input", str(tmp_path), "--output", out),
-         "is not a model checkpoint"),
+         "is not an asr-workbook checkpoint"),
         (("train", "--set", "lr=abc"), "lr must be a number, got 'abc'"),
         (("train", "--set", "epochs=2.5"), "epochs must be an integer, got 2.5"),
         (("train", "--config", str(tmp_path / "bad.yaml")), "while parsing"),
