@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=_score)
 
     bench = commands.add_parser("bench", help="throughput benchmarks (JSON line on stdout)")
-    bench.add_argument("what", choices=("train", "data", "decode"))
+    bench.add_argument("what", choices=("train", "data", "decode", "gpu-check"))
     bench.add_argument("--model", default="small")
     bench.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
     bench.add_argument("--device", default="auto")
@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=2)
     bench.add_argument("--compare-baseline", action="store_true")
     bench.add_argument("--rnn-type", choices=("gru", "lstm"), default=None, help="default: the preset's")
+    bench.add_argument("--time-stride", type=int, default=None, help="output frame every N*10 ms (default: the preset's)")
+    bench.add_argument("--quick", action="store_true", help="gpu-check: every part shrunk to seconds")
     bench.set_defaults(func=_bench)
     return parser
 
