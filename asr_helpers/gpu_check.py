@@ -27,13 +27,12 @@ import numpy as np
 import torch
 
 from asr_helpers.bench import bench_train, ctc_train_step, loader_throughput
+from asr_helpers.gpu_plan import HEADROOM, T4_USABLE_GIB, fit_batch_seconds, student_gpu_estimates
 from asr_helpers.model import model_config
 from asr_helpers.runtime import resolve_device
 
 # Optional imports of the package; the check reports which of them this machine lacks.
 OPTIONAL_MODULES = ("soundfile", "jiwer", "sentencepiece", "wandb", "pyctcdecode", "kenlm", "matplotlib", "papermill")
-T4_USABLE_GIB = 15.0   # a 16 GB T4 shows about 15 GiB to PyTorch
-HEADROOM = 0.15        # kept free for fragmentation, longer utterances and cuDNN workspaces
 WORST_UTTERANCE_SECONDS = 20.0  # the profiles' max_seconds: the longest utterance a batch can hold
 
 
@@ -46,6 +45,7 @@ class CheckSize:
     """How large each part is on this device (see ``for_device``)."""
 
     models: tuple[str, ...]
+    baseline_models: tuple[str, ...]  # a CPU runs base's baseline (packed GRU) at minutes a step: not there
     precisions: tuple[str, ...]
     bench_seconds: float
     bench_batch_seconds: float
@@ -56,6 +56,7 @@ class CheckSize:
     trainer_batch_seconds: float
     trainer_max_steps: int | None
     train_utterances: int
+    copies: int
     utterance_seconds: tuple[float, float]
     loader_workers: int
     loader_seconds: float
@@ -70,13 +71,26 @@ class CheckSize:
         gpu = device.type == "cuda"
         precisions = ("fp16", "bf16") if gpu else ("fp32",)  # bf16 RNNs are slower than fp32 on a CPU without AMX
         if quick:
-            return cls(("tiny",), precisions, 1.0, 20.0, 4, (20.0, 40.0) if gpu else (), "tiny", 30.0, 8.0, 2,
-                       16, (1.0, 2.5), 2, 1.5, "tiny", 3, 256, 60.0, 240.0)
+            return cls(models=("tiny",), baseline_models=("tiny",), precisions=precisions, bench_seconds=1.0,
+                       bench_batch_seconds=20.0, bench_utterances=4, memory_batch_seconds=(20.0, 40.0) if gpu else (),
+                       trainer_model="tiny", trainer_seconds=30.0, trainer_batch_seconds=8.0, trainer_max_steps=2,
+                       train_utterances=16, copies=1, utterance_seconds=(1.0, 2.5), loader_workers=2,
+                       loader_seconds=1.5, ctc_model="tiny", ctc_steps=3, matmul_size=256, part_limit=60.0,
+                       total_limit=240.0)
         if gpu:
-            return cls(("base", "small"), precisions, 15.0, 400.0, 400, (100.0, 200.0, 400.0, 800.0, 1600.0),
-                       "base", 120.0, 400.0, None, 600, (2.0, 17.0), 4, 30.0, "base", 30, 8192, 200.0, 450.0)
-        return cls(("small", "base"), precisions, 12.0, 40.0, 40, (), "base", 60.0, 30.0, None,
-                   40, (3.0, 8.0), 4, 10.0, "base", 3, 2048, 240.0, 900.0)
+            return cls(models=("base", "small"), baseline_models=("base", "small"), precisions=precisions,
+                       bench_seconds=15.0, bench_batch_seconds=400.0, bench_utterances=400,
+                       memory_batch_seconds=(100.0, 200.0, 400.0, 800.0, 1600.0), trainer_model="base",
+                       trainer_seconds=120.0, trainer_batch_seconds=400.0, trainer_max_steps=None,
+                       train_utterances=600, copies=5, utterance_seconds=(2.0, 17.0), loader_workers=4,
+                       loader_seconds=30.0, ctc_model="base", ctc_steps=30, matmul_size=8192, part_limit=200.0,
+                       total_limit=450.0)
+        # A CPU trains base at a few audio-s/s: it is benchmarked on short batches, the Trainer runs small.
+        return cls(models=("small", "base"), baseline_models=("small",), precisions=precisions, bench_seconds=10.0,
+                   bench_batch_seconds=20.0, bench_utterances=24, memory_batch_seconds=(), trainer_model="small",
+                   trainer_seconds=60.0, trainer_batch_seconds=30.0, trainer_max_steps=None, train_utterances=40,
+                   copies=1, utterance_seconds=(3.0, 8.0), loader_workers=4, loader_seconds=10.0, ctc_model="small",
+                   ctc_steps=3, matmul_size=1024, part_limit=180.0, total_limit=900.0)
 
 
 def missing_modules(names: tuple[str, ...] = OPTIONAL_MODULES) -> list[str]:
@@ -134,18 +148,15 @@ def _matmul_part(size: CheckSize, device: torch.device) -> dict:
     return {f"{name}_tflops": matmul_tflops(device, dtype, size.matmul_size) for name, dtype in dtypes.items()}
 
 
-def _bench_part(size: CheckSize, device: torch.device) -> dict:
-    """``bench train`` per model and precision (the baseline once per model), and ``base`` at time stride 3."""
-    runs = {}
-    for model in size.models:
-        for i, precision in enumerate(size.precisions):
-            runs[f"{model}_{precision}"] = bench_train(model, size.bench_seconds, device.type, precision,
-                                                       size.bench_batch_seconds, compare_baseline=i == 0,
-                                                       utterances=size.bench_utterances)
+def _bench_runs(size: CheckSize, device: torch.device) -> dict[str, Callable[[], dict]]:
+    """``bench train`` per model and precision (the baseline at the first precision), ``base`` at time stride 3."""
+    def run(model: str, precision: str, baseline: bool = False, stride: int | None = None) -> Callable[[], dict]:
+        return lambda: bench_train(model, size.bench_seconds, device.type, precision, size.bench_batch_seconds,
+                                   compare_baseline=baseline, utterances=size.bench_utterances, time_stride=stride)
+    runs = {f"{m}_{p}": run(m, p, baseline=m in size.baseline_models and p == size.precisions[0])
+            for m in size.models for p in size.precisions}
     model = "base" if "base" in size.models else size.models[0]
-    runs[f"{model}_{size.precisions[0]}_stride3"] = bench_train(model, size.bench_seconds, device.type, size.precisions[0],
-                                                                size.bench_batch_seconds, utterances=size.bench_utterances,
-                                                                time_stride=3)
+    runs[f"{model}_{size.precisions[0]}_stride3"] = run(model, size.precisions[0], stride=3)
     return runs
 
 
@@ -167,18 +178,6 @@ def _model_and_optimizer(preset: str, device: torch.device, precision: str):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     return model, features, optimizer, scaler
-
-
-def fit_batch_seconds(points: dict[float, float], budget_gib: float) -> float | None:
-    """The batch_seconds whose peak memory reaches ``budget_gib``, from a straight line through ``points``."""
-    if len(points) < 2:
-        return None
-    xs, ys = list(points), list(points.values())
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
-    if slope <= 0:
-        return None
-    return (budget_gib - (mean_y - slope * mean_x)) / slope
 
 
 def _memory_part(size: CheckSize, device: torch.device) -> dict:
@@ -243,7 +242,8 @@ def _ctc_part(size: CheckSize, device: torch.device) -> dict:
 def _write_corpus(size: CheckSize, root: Path) -> dict:
     from asr_helpers.tone_corpus import write_tone_split
     started = time.perf_counter()
-    train = write_tone_split(root, "train-clean-100", size.train_utterances, size.utterance_seconds, seed=0)
+    train = write_tone_split(root, "train-clean-100", size.train_utterances, size.utterance_seconds, seed=0,
+                             copies=size.copies)
     dev = write_tone_split(root, "dev-clean", max(4, size.train_utterances // 10), size.utterance_seconds, seed=1)
     audio = sorted(p.suffix for p in root.rglob("1-0-0000.*"))
     return {"train_seconds": train, "dev_seconds": dev, "format": audio[0] if audio else None,
@@ -259,7 +259,8 @@ def _trainer_part(size: CheckSize, device: torch.device, root: Path) -> dict:
                   batch_seconds=size.trainer_batch_seconds, max_seconds=min(20.0, size.trainer_batch_seconds),
                   lr=1e-3, precision="fp16" if device.type == "cuda" else "fp32", augment="full",
                   num_workers=size.loader_workers, time_budget_minutes=size.trainer_seconds / 60,
-                  max_steps=size.trainer_max_steps, checkpoint_minutes=60.0, eval_utterances=50, log_every=1,
+                  max_steps=size.trainer_max_steps, checkpoint_minutes=60.0, eval_utterances=20, log_every=1,
+                  media_every_epochs=10 ** 6,
                   wandb_mode="disabled", device=device.type)
     try:
         summary = train(config)
@@ -341,10 +342,14 @@ def summarize(result: dict) -> dict:
     stride_gain = None
     if stride3.get("audio_sec_per_sec") and main.get("audio_sec_per_sec"):
         stride_gain = stride3["audio_sec_per_sec"] / main["audio_sec_per_sec"]
+    estimates = None
+    if main.get("mfu") and main.get("flops_per_audio_second"):
+        estimates = student_gpu_estimates(main["flops_per_audio_second"], main["mfu"])
     return {"base_flops_per_audio_second": main.get("flops_per_audio_second"),
             "base_audio_sec_per_sec": main.get("audio_sec_per_sec"), "base_mfu": main.get("mfu"),
             "stride3_speedup": stride_gain, "loader_over_trainer": ratio,
-            "t4_max_batch_seconds": result.get("memory", {}).get("t4_max_batch_seconds")}
+            "t4_max_batch_seconds": result.get("memory", {}).get("t4_max_batch_seconds"),
+            "student_gpus_at_this_mfu": estimates}
 
 
 def gpu_check(quick: bool = False, device: str = "auto") -> dict:
@@ -354,21 +359,25 @@ def gpu_check(quick: bool = False, device: str = "auto") -> dict:
     started = time.perf_counter()
     result = {"check": "gpu", "quick": quick, "device": str(dev), "date": datetime.date.today().isoformat(),
               "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, "torch": torch.__version__,
-              "cpu_count": os.cpu_count(), "missing_modules": missing_modules(), "size": asdict(size)}
-    # A quick check on a CPU is a smoke run: one thread, since spinning threads on a shared CPU slow it many-fold.
-    threads = 1 if quick and dev.type == "cpu" else None
+              "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0], "missing_modules": missing_modules(),
+              "size": asdict(size)}
+    # One torch thread on a CPU: on a shared, oversubscribed CPU two spinning threads made a step 15x
+    # slower than one (27 s against 1.8 s), so CPU figures are per core, a lower bound.
+    threads = 1 if dev.type == "cpu" else None
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, _scratch_artifacts(Path(tmp)), _torch_threads(threads):
         root = Path(tmp) / "LibriSpeech"
         parts = {"corpus": lambda: _write_corpus(size, root), "matmul": lambda: _matmul_part(size, dev),
-                 "bench": lambda: _bench_part(size, dev), "memory": lambda: _memory_part(size, dev),
-                 "ctc": lambda: _ctc_part(size, dev), "trainer": lambda: _trainer_part(size, dev, root),
-                 "loader": lambda: _loader_part(size, root)}
+                 **{f"bench/{name}": run for name, run in _bench_runs(size, dev).items()},
+                 "memory": lambda: _memory_part(size, dev), "ctc": lambda: _ctc_part(size, dev),
+                 "trainer": lambda: _trainer_part(size, dev, root), "loader": lambda: _loader_part(size, root)}
         for name, part in parts.items():
+            group, _, key = name.rpartition("/")  # bench runs are parts of their own, kept under "bench"
+            target = result.setdefault(group, {}) if group else result
             left = size.total_limit - (time.perf_counter() - started)
             if left < 5:
-                result[name] = {"error": "skipped: the check's total time box is spent"}
+                target[key] = {"error": "skipped: the check's total time box is spent"}
                 continue
-            _run_part(name, part, min(size.part_limit, left), result)
+            _run_part(key, part, min(size.part_limit, left), target)
     result["summary"] = summarize(result)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
