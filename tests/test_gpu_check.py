@@ -119,3 +119,13 @@ def test_student_estimates_scale_with_peak_and_flops():
     assert p100["audio_sec_per_sec"] == pytest.approx(0.2 * 18.7e12 / 10e9)
     assert p100["hours_per_epoch"]["clean_460h"] == pytest.approx(464.2 * 3600 / 374.0 / 3600, abs=0.01)
     assert t4x2["epochs_in_30h"]["all_960h"] == pytest.approx(30 / t4x2["hours_per_epoch"]["all_960h"], abs=0.1)
+
+
+def test_tracker_skips_the_audio_sample_without_soundfile(tmp_path, monkeypatch, caplog):
+    from asr_helpers.tracking import Tracker
+    tracker = Tracker(tmp_path, {}, wandb_mode="disabled")
+    tracker.audio("train/augmented_audio", np.zeros(160, dtype=np.float32), 16000, step=1)
+    assert len(list(tracker.media.glob("*.wav"))) == 1
+    monkeypatch.setitem(sys.modules, "soundfile", None)
+    tracker.audio("train/augmented_audio", np.zeros(160, dtype=np.float32), 16000, step=2)
+    assert len(list(tracker.media.glob("*.wav"))) == 1 and "soundfile is not installed" in caplog.text
