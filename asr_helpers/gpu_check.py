@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.util
-import json
 import math
 import os
 import signal
@@ -253,6 +252,7 @@ def _write_corpus(size: CheckSize, root: Path) -> dict:
 def _trainer_part(size: CheckSize, device: torch.device, root: Path) -> dict:
     """Two minutes of the real Trainer with the kaggle settings (fp16 on a GPU, full augmentation, 4 workers)."""
     from asr_helpers.rundir import RunDir
+    from asr_helpers.tracking import read_jsonl
     from asr_helpers.training import train
     config = dict(run_name="gpu-check", corpus="synthetic", data_root=str(root), train_splits=["train-clean-100"],
                   dev_splits=["dev-clean"], model_size=size.trainer_model, epochs=1000,
@@ -266,9 +266,7 @@ def _trainer_part(size: CheckSize, device: torch.device, root: Path) -> dict:
         summary = train(config)
     except Exception as error:  # e.g. the final evaluation without jiwer: keep the training figures
         summary = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
-    history_file = RunDir.named("gpu-check").history
-    history = [json.loads(line) for line in history_file.read_text().splitlines()] if history_file.exists() else []
-    steps = [h for h in history if h["kind"] == "train"]
+    steps = [h for h in read_jsonl(RunDir.named("gpu-check").history) if h["kind"] == "train"]
     losses = [h["loss"] for h in steps]
     quarter = max(1, len(losses) // 4)
     rates = sorted(h["audio_sec_per_sec"] for h in steps[1:]) or [h["audio_sec_per_sec"] for h in steps]
