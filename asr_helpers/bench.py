@@ -85,7 +85,8 @@ def ctc_train_step(model, optimizer, scaler, feats, lengths, targets, target_len
     return loss.detach(), grad_norm
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a timer read afterwards includes it (no-op on a CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -97,7 +98,7 @@ class _Side:
         self.device, self._stream = device, stream
         self.audio, self.steps, self.elapsed = 0.0, 0, 0.0
         self.train_step(next(self._stream))  # the first step pays one-off allocation costs
-        _sync(device)
+        synchronize(device)
 
     def train_step(self, batch: tuple) -> float:
         raise NotImplementedError
@@ -112,7 +113,7 @@ class _Side:
             elapsed = time.perf_counter() - started
             if elapsed * (steps + 1) / steps > seconds:
                 break
-        _sync(self.device)
+        synchronize(self.device)
         self.audio, self.steps = self.audio + audio, self.steps + steps
         self.elapsed += time.perf_counter() - started
 

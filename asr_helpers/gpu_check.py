@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from asr_helpers.bench import bench_train, ctc_train_step, loader_throughput
+from asr_helpers.bench import bench_train, ctc_train_step, loader_throughput, synchronize
 from asr_helpers.gpu_plan import HEADROOM, T4_USABLE_GIB, fit_batch_seconds, student_gpu_estimates
 from asr_helpers.model import model_config
 from asr_helpers.runtime import resolve_device
@@ -122,21 +122,16 @@ def time_box(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_tflops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
     """TFLOP/s of a square matrix product: what this device reaches at best in ``dtype``."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
-    _sync(device)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e12
 
 
@@ -193,7 +188,7 @@ def _memory_part(size: CheckSize, device: torch.device) -> dict:
             for _ in range(2):
                 feats, frame_lengths = features(waves, lengths)
                 ctc_train_step(model, optimizer, scaler, feats, frame_lengths, targets, target_lengths, device, "fp16")
-            _sync(device)
+            synchronize(device)
         except torch.cuda.OutOfMemoryError:
             result["peak_gib"][str(batch_seconds)] = "out of memory"
             break
@@ -265,7 +260,7 @@ def _trainer_part(size: CheckSize, device: torch.device, root: Path) -> dict:
     try:
         summary = train(config)
     except Exception as error:  # e.g. the final evaluation without jiwer: keep the training figures
-        summary = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
+        summary = {"error": one_line(error)}
     steps = [h for h in read_jsonl(RunDir.named("gpu-check").history) if h["kind"] == "train"]
     losses = [h["loss"] for h in steps]
     quarter = max(1, len(losses) // 4)
@@ -287,6 +282,11 @@ def _loader_part(size: CheckSize, root: Path) -> dict:
     return {"workers": size.loader_workers, "cpu_count": os.cpu_count(), "audio_sec_per_sec": rate}
 
 
+def one_line(error: BaseException) -> str:
+    """``Type: message``, first line only and at most 300 characters, for the JSON."""
+    return f"{type(error).__name__}: {error}".splitlines()[0][:300]
+
+
 def _run_part(name: str, part: Callable[[], dict], limit: float, result: dict) -> None:
     """Run one part in its time box; its error, not a traceback, goes into the result."""
     started = time.perf_counter()
@@ -294,7 +294,7 @@ def _run_part(name: str, part: Callable[[], dict], limit: float, result: dict) -
         with time_box(limit), contextlib.redirect_stdout(sys.stderr):
             result[name] = part()
     except Exception as error:  # one failing part must not stop the others
-        result[name] = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
+        result[name] = {"error": one_line(error)}
     result[name]["part_seconds"] = round(time.perf_counter() - started, 1)
     print(f"[gpu-check] {name}: {result[name]['part_seconds']} s", file=sys.stderr, flush=True)
     if torch.cuda.is_available():
