@@ -5,6 +5,8 @@
 #   ./run_all.sh test [PYTEST ARGS]                       set up, then run the test suite
 #   ./run_all.sh ablations                                augmentation and BPE ablation runs (3 x 8 min on CPU)
 #   ./run_all.sh setup                                    set up only
+#   ./run_all.sh gpu-check [--quick] [--device cuda]      the GPU check (one JSON line); no setup at all, for a
+#                                                        bare GPU machine: system python3, wheels from .whl/ if any
 # Setup (idempotent): Debian packages for the TTS corpus and KenLM, a virtual environment in
 # .venv with requirements.txt, and KenLM's lmplz/build_binary in .tools/.
 set -euo pipefail
@@ -56,8 +58,19 @@ setup() {
   export PATH="$VENV/bin:$PATH"
 }
 
+gpu_check() {
+  local site=""
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    site=$(mktemp -d)
+    log "installing the carried wheels in .whl/ into $site"
+    "${PYTHON:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl
+  fi
+  PYTHONPATH="$REPO${site:+:$site}" PYTHONUNBUFFERED=1 exec "${PYTHON:-python3}" -m asr_helpers bench gpu-check "$@"
+}
+
 case "${1:-demo}" in
   setup) setup ;;
+  gpu-check) shift; gpu_check "$@" ;;
   test)
     shift || true
     setup
@@ -73,7 +86,7 @@ case "${1:-demo}" in
       "$PY" -m asr_helpers.notebooks --profile ablation --only 03 --skip-done --set "run_name=$1" "${@:2}"
     done
     log "ablations done; re-render the report with: ./run_all.sh demo --only 05" ;;
-  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|ablations] [--skip-done] [--only NN ...]"; exit 2 ;;
+  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|ablations|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
   *)
     profile=${1:-demo}
     [ $# -gt 0 ] && shift

@@ -15,7 +15,6 @@ padded batch masks land in padding and short utterances lose more than their sha
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar
 
@@ -398,30 +397,6 @@ def single_augmentations(sample_rate: int = 16000) -> dict[str, Callable[[torch.
         Filter(kinds="bandpass", low_hz=300.0, high_hz=3400.0, sample_rate=sample_rate),
         Shift(max_ms=200.0, sample_rate=sample_rate),
     )}
-
-
-def time_augment_throughput(seconds_of_audio: float, config: str | list[dict] = "full",
-                            sample_rate: int = 16000, utterance_seconds: float = 12.0) -> float:
-    """Audio seconds augmented per wall second on one thread, as in one DataLoader worker.
-
-    Uses random 12 s waves (LibriSpeech's mean utterance); the cost does not depend on content.
-    """
-    if seconds_of_audio <= 0 or utterance_seconds <= 0:
-        raise ValueError("seconds_of_audio and utterance_seconds must be positive")
-    augment = WaveAugment.from_config(config, sample_rate)
-    generator = torch.Generator().manual_seed(0)
-    wave = 0.1 * torch.randn(int(utterance_seconds * sample_rate), generator=generator)
-    count = max(1, math.ceil(seconds_of_audio / utterance_seconds))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        start = time.perf_counter()
-        for _ in range(count):
-            augment(wave, generator)
-        elapsed = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
-    return count * utterance_seconds / elapsed
 
 
 def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Throughput benchmarks (``python -m asr_helpers bench train|data|decode``).
+"""Throughput benchmarks (``python -m asr_helpers bench train|data|decode|gpu-check``).
 
 Each prints one JSON line. ``train`` measures audio-seconds trained per wall second on in-memory
 audio with LibriSpeech-like durations, so only the training pipeline is timed; with
@@ -8,6 +8,7 @@ CPU, random batches of a fixed size, fp32, packed RNNs, default DataLoader) and 
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import time
 from dataclasses import replace
@@ -16,17 +17,33 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from asr_helpers.evaluation import autocast_context
-from asr_helpers.recognizer import ctc_loss
-from asr_helpers.features import LogMelFeatures
-from asr_helpers.model import DeepSpeech2, ModelConfig, model_config
 from asr_helpers.dataset import LengthBucketSampler
+from asr_helpers.evaluation import autocast_context
+from asr_helpers.features import LogMelFeatures
+from asr_helpers.model import DeepSpeech2, ModelConfig, model_config, training_flops_per_audio_second
+from asr_helpers.recognizer import ctc_loss
 from asr_helpers.runtime import resolve_device, resolve_precision
 
 SAMPLE_RATE = 16000
 CHARS_PER_SECOND = 14.0
-# Dense tensor-core peak in TFLOP/s (fp16/bf16) for the achieved-fraction figure.
+# Dense tensor-core peak in TFLOP/s (fp16/bf16, vendor data sheets) for the model-FLOPs utilisation.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "P100": 18.7, "V100": 125.0}
+
+
+def peak_tflops(gpu_name: str, precision: str) -> float | None:
+    """The data-sheet half-precision peak of a GPU named like ``NVIDIA H200``; None if unknown or fp32."""
+    if precision not in ("fp16", "bf16"):
+        return None
+    return next((v for k, v in PEAK_TFLOPS.items() if k in gpu_name), None)
+
+
+def with_time_stride(config: ModelConfig, stride: int) -> ModelConfig:
+    """The same model with the first convolution's time stride set so the whole stack strides ``stride``."""
+    rest = config.time_stride // config.conv_strides[0][1]
+    if stride < 1 or stride % rest:
+        raise ValueError(f"time stride {stride} is not a multiple of the later layers' stride {rest}")
+    strides = ((config.conv_strides[0][0], stride // rest),) + config.conv_strides[1:]
+    return replace(config, conv_strides=strides)
 
 
 def librispeech_like_durations(n: int, seed: int = 0) -> list[float]:
@@ -55,19 +72,22 @@ class _Workload:
         return waves, lengths, torch.cat(targets), torch.tensor([len(t) for t in targets])
 
 
-def _step(model, optimizer, scaler, feats, lengths, targets, target_lengths, device, precision) -> None:
+def ctc_train_step(model, optimizer, scaler, feats, lengths, targets, target_lengths, device, precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CTC step with AMP and clipping, as the Trainer takes it; returns (loss, gradient norm)."""
     with autocast_context(device, precision):
         log_probs, out_lengths = model(feats, lengths)
     loss = ctc_loss(log_probs, out_lengths, targets, target_lengths, blank=0)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     scaler.step(optimizer)
     scaler.update()
+    return loss.detach(), grad_norm
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a timer read afterwards includes it (no-op on a CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -79,7 +99,7 @@ class _Side:
         self.device, self._stream = device, stream
         self.audio, self.steps, self.elapsed = 0.0, 0, 0.0
         self.train_step(next(self._stream))  # the first step pays one-off allocation costs
-        _sync(device)
+        synchronize(device)
 
     def train_step(self, batch: tuple) -> float:
         raise NotImplementedError
@@ -94,7 +114,7 @@ class _Side:
             elapsed = time.perf_counter() - started
             if elapsed * (steps + 1) / steps > seconds:
                 break
-        _sync(self.device)
+        synchronize(self.device)
         self.audio, self.steps = self.audio + audio, self.steps + steps
         self.elapsed += time.perf_counter() - started
 
@@ -121,29 +141,14 @@ class _Ours(_Side):
     def train_step(self, batch: tuple) -> float:
         waves, lengths, targets, target_lengths = batch
         feats, frame_lengths = self.features(waves.to(self.device, non_blocking=True), lengths.to(self.device))
-        _step(self.model, self.optimizer, self.scaler, feats, frame_lengths, targets.to(self.device),
+        ctc_train_step(self.model, self.optimizer, self.scaler, feats, frame_lengths, targets.to(self.device),
               target_lengths.to(self.device), self.device, self.precision)
         return float(lengths.sum()) / SAMPLE_RATE
 
     def summary(self) -> dict:
-        flops = None
-        if self.device.type == "cuda":
-            flops = _flops_per_audio_second(self.model, self.features, self.batches[0], self.device, self.precision)
         return {"padding_fraction": self.sampler.padding_fraction(), "batches_per_epoch": len(self.batches),
                 "mean_batch_size": self.mean_batch_size, "parameters": self.model.parameter_count(),
-                "flops_per_audio_second": flops}
-
-
-def _flops_per_audio_second(model, features, batch, device, precision) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-    waves, lengths, targets, target_lengths = batch
-    feats, frame_lengths = features(waves.to(device), lengths.to(device))
-    with FlopCounterMode(display=False) as counter:
-        with autocast_context(device, precision):
-            log_probs, out_lengths = model(feats, frame_lengths)
-        ctc_loss(log_probs, out_lengths, targets.to(device), target_lengths.to(device), 0).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / (float(lengths.sum()) / SAMPLE_RATE)
+                "flops_per_audio_second": training_flops_per_audio_second(self.model.config)}
 
 
 class _PerItemFeatures(torch.utils.data.Dataset):
@@ -185,7 +190,7 @@ class _Baseline(_Side):
 
     def train_step(self, batch: tuple) -> float:
         feats, lengths, targets, target_lengths = batch
-        _step(self.model, self.optimizer, self.scaler, feats.to(self.device), lengths.to(self.device),
+        ctc_train_step(self.model, self.optimizer, self.scaler, feats.to(self.device), lengths.to(self.device),
               targets.to(self.device), target_lengths.to(self.device), self.device, "fp32")
         self.real, self.padded = self.real + int(lengths.sum()), self.padded + len(lengths) * int(lengths.max())
         return float(lengths.sum() - len(lengths)) * 0.01  # frames of 10 ms, less the extra edge frame
@@ -193,10 +198,12 @@ class _Baseline(_Side):
 
 def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto", precision: str = "auto",
                 batch_seconds: float = 160.0, compare_baseline: bool = False, utterances: int = 200,
-                rnn_type: str | None = None) -> dict:
+                rnn_type: str | None = None, time_stride: int | None = None) -> dict:
     """Training throughput of the workbook pipeline (and of the baseline, alternating).
 
-    ``rnn_type`` overrides the preset's recurrent cell; the baseline always uses the same model.
+    ``rnn_type`` overrides the preset's recurrent cell and ``time_stride`` its frame rate (output
+    frames per second = 100 / stride); the baseline always uses the same model. ``mfu`` is the
+    model-FLOPs utilisation against the GPU's data-sheet peak (None on CPU or an unknown GPU).
     """
     torch.manual_seed(0)
     dev = resolve_device(device)
@@ -204,6 +211,8 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
     config = model_config(model, 29)
     if rnn_type:
         config = replace(config, rnn_type=rnn_type)
+    if time_stride:
+        config = with_time_stride(config, time_stride)
     work = _Workload(utterances, 29)
     rounds = 2 if compare_baseline else 1
     sides = {"ours": _Ours(work, config, dev, prec, batch_seconds)}
@@ -214,13 +223,12 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
             side.run(seconds / rounds)
     ours = sides["ours"]
     result = dict(ours.summary(), benchmark="train", model=model, rnn_type=config.rnn_type, device=str(dev),
-                  precision=prec, batch_seconds=batch_seconds, audio_sec_per_sec=ours.audio_sec_per_sec,
-                  step_time=ours.elapsed / ours.steps, steps=ours.steps)
-    if dev.type == "cuda":
-        result["gpu"] = torch.cuda.get_device_name(dev)
-        peak = next((v for k, v in PEAK_TFLOPS.items() if k in result["gpu"]), None)
-        if peak and result["flops_per_audio_second"]:
-            result["fraction_of_peak"] = result["flops_per_audio_second"] * result["audio_sec_per_sec"] / (peak * 1e12)
+                  precision=prec, batch_seconds=batch_seconds, time_stride=config.time_stride,
+                  audio_sec_per_sec=ours.audio_sec_per_sec, step_time=ours.elapsed / ours.steps, steps=ours.steps)
+    result["achieved_tflops"] = result["flops_per_audio_second"] * ours.audio_sec_per_sec / 1e12
+    result["gpu"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    peak = peak_tflops(result["gpu"], prec) if result["gpu"] else None
+    result["mfu"] = result["achieved_tflops"] / peak if peak else None
     if compare_baseline:
         base = sides["baseline"]
         result.update(baseline_audio_sec_per_sec=base.audio_sec_per_sec,
@@ -229,46 +237,80 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
     return result
 
 
+def loader_throughput(utterances: list, workers: int, seconds: float, augment: str = "light",
+                      batch_seconds: float = 160.0) -> float:
+    """Audio-seconds per second the training DataLoader delivers (read, resample, augment, collate)."""
+    from asr_helpers.augment import WaveAugment
+    from asr_helpers.dataset import SpeechDataset, collate
+    from asr_helpers.text import CharTokenizer
+    dataset = SpeechDataset(utterances, CharTokenizer(), WaveAugment.from_config(augment))
+    sampler = LengthBucketSampler([u.seconds for u in utterances], batch_seconds, seed=0)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                        prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
+    audio, epoch, started = 0.0, 1, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        epoch += 1
+        sampler.set_epoch(epoch)  # a new epoch: the sampler resumes from its position otherwise
+        for batch in loader:
+            audio += batch.audio_seconds if batch is not None else 0.0
+            if time.perf_counter() - started > seconds:
+                break
+    return audio / (time.perf_counter() - started)
+
+
 def bench_data(workers: int = 2, seconds: float = 20.0, augment: tuple[str, ...] = ("none", "light", "full"),
                synth_minutes: float = 20.0, batch_seconds: float = 160.0) -> dict:
-    """Audio-seconds per second the DataLoader delivers (read FLAC, resample, augment, collate)."""
-    from asr_helpers.augment import WaveAugment
+    """``loader_throughput`` on the offline corpus for each augmentation preset."""
     from asr_helpers.corpora import prepare_corpus
-    from asr_helpers.dataset import SpeechDataset, collate
     from asr_helpers.manifest import load_splits
-    from asr_helpers.text import CharTokenizer
     root = prepare_corpus("synthetic", ["train-clean-100"], synth_minutes=synth_minutes)
     utterances = load_splits(root, ["train-clean-100"], max_seconds=batch_seconds)
     result = {"benchmark": "data", "workers": workers, "utterances": len(utterances)}
     for preset in augment:
-        dataset = SpeechDataset(utterances, CharTokenizer(), WaveAugment.from_config(preset))
-        sampler = LengthBucketSampler([u.seconds for u in utterances], batch_seconds, seed=0)
-        sampler.set_epoch(1)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                            prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
-        audio, epoch, started = 0.0, 1, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            epoch += 1
-            sampler.set_epoch(epoch)  # a new epoch: the sampler resumes from its position otherwise
-            for batch in loader:
-                audio += batch.audio_seconds
-                if time.perf_counter() - started > seconds:
-                    break
-        result[f"audio_sec_per_sec_{preset}"] = audio / (time.perf_counter() - started)
+        result[f"audio_sec_per_sec_{preset}"] = loader_throughput(utterances, workers, seconds, preset, batch_seconds)
     return result
+
+
+def time_augment_throughput(seconds_of_audio: float, config: str | list[dict] = "full",
+                            sample_rate: int = SAMPLE_RATE, utterance_seconds: float = 12.0) -> float:
+    """Audio seconds augmented per wall second on one thread, as in one DataLoader worker.
+
+    Uses random 12 s waves (LibriSpeech's mean utterance); the cost does not depend on content.
+    Sets torch to one thread while it runs and restores the count afterwards.
+    """
+    from asr_helpers.augment import WaveAugment
+    if seconds_of_audio <= 0 or utterance_seconds <= 0:
+        raise ValueError("seconds_of_audio and utterance_seconds must be positive")
+    augment = WaveAugment.from_config(config, sample_rate)
+    generator = torch.Generator().manual_seed(0)
+    wave = 0.1 * torch.randn(int(utterance_seconds * sample_rate), generator=generator)
+    count = max(1, math.ceil(seconds_of_audio / utterance_seconds))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        for _ in range(count):
+            augment(wave, generator)
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return count * utterance_seconds / elapsed
 
 
 def run(what: str, args) -> dict:
     """Dispatch for the CLI."""
     if what == "train":
         return bench_train(args.model, args.seconds, args.device, args.precision, args.batch_seconds,
-                           args.compare_baseline, rnn_type=args.rnn_type)
+                           args.compare_baseline, rnn_type=args.rnn_type, time_stride=args.time_stride)
     if what == "data":
         return bench_data(args.workers, args.seconds)
     if what == "transcribe":
         return bench_transcribe(args.checkpoint, args.utterances, args.lm)
+    if what == "gpu-check":
+        from asr_helpers.gpu_check import gpu_check
+        return gpu_check(quick=args.quick, device=args.device)
     from asr_helpers import paths
-    from asr_helpers.lm import bench_lm_decoding
+    from asr_helpers.bench_decode import bench_lm_decoding
     return dict(bench_lm_decoding(paths.cache_dir() / "bench_lm"), benchmark="decode")
 
 

@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=_score)
 
     bench = commands.add_parser("bench", help="throughput benchmarks (JSON line on stdout)")
-    bench.add_argument("what", choices=("train", "data", "decode", "transcribe"))
+    bench.add_argument("what", choices=("train", "data", "decode", "transcribe", "gpu-check"))
     bench.add_argument("--model", default="small")
     bench.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
     bench.add_argument("--device", default="auto")
@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--checkpoint", type=Path, default=None, help="transcribe: the model to time")
     bench.add_argument("--lm", type=Path, default=None, help="transcribe: KenLM for --decoder lm (default: the offline corpus's)")
     bench.add_argument("--utterances", type=int, default=500, help="transcribe: files to transcribe")
+    bench.add_argument("--time-stride", type=int, default=None, help="output frame every N*10 ms (default: the preset's)")
+    bench.add_argument("--quick", action="store_true", help="gpu-check: every part shrunk to seconds")
     bench.set_defaults(func=_bench)
     return parser
 

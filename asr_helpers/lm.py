@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from asr_helpers import paths
-from asr_helpers.decoding import UNIGRAMS_FILE, LMDecoder, bench_decode, peaky_log_probs
+from asr_helpers.decoding import UNIGRAMS_FILE, LMDecoder
 from asr_helpers.metrics import wer
 from asr_helpers.rundir import LM_PARAMS
-from asr_helpers.text import CharTokenizer, TextError, normalize_transcript
+from asr_helpers.text import TextError, normalize_transcript
 
 # KenLM's PyPI sdist carries the full C++ source, lmplz and build_binary included.
 KENLM_SDIST = ("https://files.pythonhosted.org/packages/02/6e/"
@@ -332,28 +332,3 @@ def corpus_language_model(corpus: str, order: int = 3, name: str = "3-gram.prune
         binary = build_ngram(text, order, out_dir)
     return binary
 
-
-def bench_lm_decoding(out_dir: Path, utterances: int = 200, frames: int = 300, pool_sizes: Sequence[int] = (1, 2),
-                      seed: int = 0) -> dict:
-    """``decoding.bench_decode`` on synthetic peaky log-probs of random sentences, with a 3-gram of such text.
-
-    Needs no model or data, so the pool's speed-up can be measured on any machine: the words
-    are random letter strings, the LM is built from 3000 sentences of them, and every
-    utterance spells a fresh sentence of up to ``frames // 2`` characters.
-    """
-    rng, tokenizer = np.random.default_rng(seed), CharTokenizer()
-    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), int(rng.integers(2, 8)))) for _ in range(400)]
-
-    def sentence(chars: int) -> str:
-        picked: list[str] = []
-        while len(" ".join(picked)) < chars - 8:
-            picked.append(str(rng.choice(words)))
-        return " ".join(picked)
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench_corpus.txt").write_text("\n".join(sentence(120) for _ in range(3000)) + "\n")
-    lm_path = build_ngram(out_dir / "bench_corpus.txt", 3, out_dir, name="bench")
-    matrices = [peaky_log_probs(tokenizer.encode(sentence(frames // 2)), frames, tokenizer.vocab_size, rng=rng)
-                for _ in range(utterances)]
-    return bench_decode(matrices, tokenizer, lm_path=lm_path, pool_sizes=pool_sizes)

@@ -1,7 +1,7 @@
 """Index a LibriSpeech-layout split into one row per usable utterance.
 
 The same code indexes real LibriSpeech, a Kaggle mount and the offline TTS corpus. Durations
-come from file headers (``soundfile.info``), never by decoding. Utterances that cannot be used
+come from file headers (``audio.audio_frames``), never by decoding. Utterances that cannot be used
 (unreadable or empty audio, missing transcript, characters outside the alphabet) are skipped
 with a counted reason, so one bad file never stops a run.
 """
@@ -16,9 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import soundfile
-
 from asr_helpers import paths
+from asr_helpers.audio import AudioError, audio_frames
 from asr_helpers.text import TextError, normalize_transcript
 
 log = logging.getLogger(__name__)
@@ -79,13 +78,13 @@ def _reject(utt_id: str, path: Path | None, raw: str | None, split: str) -> tupl
     except TextError as error:
         return None, f"text: {error}"
     try:
-        info = soundfile.info(str(path))
-    except (RuntimeError, soundfile.LibsndfileError):
+        frames, rate = audio_frames(path)
+    except AudioError:
         return None, "unreadable audio"
-    if info.frames <= 0 or info.samplerate <= 0:
+    if frames <= 0 or rate <= 0:
         return None, "empty audio"
     speaker = utt_id.split("-")[0]
-    return Utterance(utt_id, str(path), info.frames / info.samplerate, text, speaker, split), None
+    return Utterance(utt_id, str(path), frames / rate, text, speaker, split), None
 
 
 def scan_split(root: Path, split: str) -> SplitIndex:

@@ -192,3 +192,23 @@ def config_from_dict(values: dict) -> ModelConfig:
     if unknown:
         raise ValueError(f"unknown model settings {sorted(unknown)}")
     return ModelConfig(**{k: _as_tuples(v) for k, v in values.items()})
+
+
+def training_flops_per_audio_second(config: ModelConfig, frames_per_second: float = 100.0) -> float:
+    """Matrix FLOPs of one training step (forward + backward = 3 x forward) per second of audio.
+
+    Counted from the shapes (convolutions, both RNN directions, the head), as nanoGPT's
+    ``estimate_mfu`` does, because PyTorch's flop counter does not see fused cuDNN/oneDNN RNNs.
+    """
+    forward, channels, freq, frames = 0.0, 1, config.n_mels, frames_per_second
+    for out_channels, (kf, kt), (sf, st) in zip(config.conv_channels, config.conv_kernels, config.conv_strides):
+        freq, frames = (freq + 2 * (kf // 2) - kf) // sf + 1, frames / st
+        forward += 2 * out_channels * channels * kf * kt * freq * frames
+        channels = out_channels
+    gates = 4 if config.rnn_type == "lstm" else 3
+    size = channels * freq
+    for _ in range(config.rnn_layers):
+        forward += 2 * 2 * gates * (size + config.rnn_hidden) * config.rnn_hidden * frames
+        size = config.rnn_hidden
+    forward += 2 * config.rnn_hidden * config.vocab_size * frames
+    return 3 * forward

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 from asr_helpers.rundir import RunDir
 
@@ -85,6 +84,11 @@ class Tracker:
 
     def audio(self, name: str, wave: np.ndarray, sample_rate: int, step: int, caption: str = "") -> None:
         if not self.active:
+            return
+        try:
+            import soundfile
+        except ImportError:  # a bare GPU machine: the audio sample is the one thing lost
+            log.warning("soundfile is not installed; %s not written", name)
             return
         path = self.files.media_file(name, step, "wav")
         soundfile.write(path, np.asarray(wave, dtype=np.float32), sample_rate)

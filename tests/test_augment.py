@@ -6,7 +6,7 @@ import torch
 from asr_helpers.augment import (
     AUGMENTATION_NOTES, AUGMENTATIONS, PRESETS, Filter, Gain, Noise, Pitch, Reverb, Shift,
     SpecAugment, Speed, WaveAugment, colored_noise, max_speed_factor, single_augmentations,
-    spec_augment_from_preset, time_augment_throughput,
+    spec_augment_from_preset,
 )
 
 SR = 16000
@@ -193,10 +193,6 @@ def test_names_and_describe():
     assert all(name in table for name in augment.names) and "rt60" in table
     with pytest.raises(ValueError):
         augment(torch.zeros(2, 100), gen())
-
-
-def test_throughput_is_positive():
-    assert time_augment_throughput(2.0, "light", utterance_seconds=1.0) > 0
 
 
 def spec_batch(device="cpu"):

@@ -1,7 +1,12 @@
-"""The training benchmark runs both sides and reports a consistent ratio."""
+"""The training benchmark runs both sides and reports a consistent ratio; its FLOPs and options hold."""
 from __future__ import annotations
 
-from asr_helpers.bench import bench_train
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from asr_helpers.bench import bench_train, peak_tflops, time_augment_throughput, with_time_stride
+from asr_helpers.model import DeepSpeech2, model_config, training_flops_per_audio_second
 
 
 def test_bench_train_compares_with_the_baseline():
@@ -12,4 +17,41 @@ def test_bench_train_compares_with_the_baseline():
     assert result["speedup_vs_baseline"] == result["audio_sec_per_sec"] / result["baseline_audio_sec_per_sec"]
     assert 0 <= result["padding_fraction"] < 1 and 0 <= result["baseline_padding_fraction"] < 1
     assert result["baseline_batch_size"] == max(1, round(result["mean_batch_size"]))
-    assert result["flops_per_audio_second"] is None  # counted on GPUs only
+    assert result["achieved_tflops"] == pytest.approx(result["flops_per_audio_second"] * result["audio_sec_per_sec"] / 1e12)
+    assert result["mfu"] is None  # no data-sheet peak on a CPU
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_counted_flops_match_the_shapes(preset):
+    """PyTorch's counter sees every product of a masked GRU on the CPU, so it checks the formula."""
+    config = model_config(preset, 29, rnn_mode="masked", rnn_type="gru")
+    model, frames = DeepSpeech2(config), 300
+    with FlopCounterMode(display=False) as counter:
+        log_probs, _ = model(torch.randn(2, config.n_mels, frames), torch.tensor([frames, frames]))
+        log_probs.sum().backward()
+    counted = counter.get_total_flops() / (2 * frames / 100)
+    assert training_flops_per_audio_second(config) == pytest.approx(counted, rel=0.02)
+
+
+def test_time_stride_three_runs_a_third_of_the_frames():
+    config = with_time_stride(model_config("base", 29), 3)
+    assert config.time_stride == 3 and config.conv_strides[1:] == model_config("base", 29).conv_strides[1:]
+    model = DeepSpeech2(config).eval()
+    with torch.no_grad():
+        _, lengths = model(torch.randn(1, config.n_mels, 301), torch.tensor([301]))
+    assert int(lengths) == 101
+    two = training_flops_per_audio_second(model_config("base", 29))
+    assert training_flops_per_audio_second(config) < two
+    with pytest.raises(ValueError, match="not a multiple"):
+        with_time_stride(model_config("base", 29, conv_strides=((2, 1), (2, 2), (2, 1))), 3)
+
+
+def test_peak_is_known_for_half_precision_on_named_gpus_only():
+    assert peak_tflops("Tesla T4", "fp16") == 65.0 and peak_tflops("NVIDIA H200", "bf16") == 989.0
+    assert peak_tflops("Tesla T4", "fp32") is None and peak_tflops("Some Future GPU", "fp16") is None
+
+
+def test_augment_throughput_restores_the_thread_count():
+    threads = torch.get_num_threads()
+    assert time_augment_throughput(2.0, "light", utterance_seconds=1.0) > 0
+    assert torch.get_num_threads() == threads

@@ -14,12 +14,11 @@ import torch
 from asr_helpers.decoding import (
     LMDecoder,
     beam_decode,
-    bench_decode,
     greedy_decode,
     greedy_ids,
-    peaky_log_probs,
     prefix_beam_search,
 )
+from asr_helpers.bench_decode import bench_decode, peaky_log_probs
 from asr_helpers.decoding import DECODERS, available_decoders, build_decoder
 from asr_helpers.text import CharTokenizer
 

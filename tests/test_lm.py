@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from asr_helpers import lm
+from asr_helpers.bench_decode import bench_lm_decoding
 from asr_helpers.decoding import LMDecoder, greedy_decode
 from asr_helpers.download import DownloadError
 from asr_helpers.text import CharTokenizer
@@ -258,7 +259,7 @@ def test_download_lm_rejects_unknown_names_and_wrong_checksums(file_server, tmp_
 
 @pytest.mark.slow
 def test_bench_lm_decoding_runs_on_synthetic_input(tmp_path):
-    result = lm.bench_lm_decoding(tmp_path, utterances=4, frames=60, pool_sizes=(1, 2))
+    result = bench_lm_decoding(tmp_path, utterances=4, frames=60, pool_sizes=(1, 2))
     assert result["utterances"] == 4 and result["frames"] == 240
     assert (tmp_path / "bench.bin").is_file()
     assert all(result[key] > 0 for key in ("greedy", "beam", "lm_pool1", "lm_pool2", "lm_pool_speedup"))
