@@ -17,6 +17,7 @@ from asr_helpers.features import LogMelFeatures
 from asr_helpers.plots import spectrogram_figure
 
 WIDE = "460px"  # dropdowns wide enough for a LibriSpeech id plus its label
+LABEL = "80px"  # ipywidgets' description width, so every label in a panel lines up
 
 
 class Panel:
@@ -29,6 +30,7 @@ class Panel:
         self._static = [display(item, display_id=True) for item in first_view]
 
     def show(self, views: list) -> None:
+        """Replace what the output area shows (and drop the headless copy of the first view)."""
         for handle in self._static:
             handle.update(Pretty(""))
         self._static = []
@@ -121,13 +123,14 @@ def transcription_panel(transcriber: Transcriber, frame: pd.DataFrame) -> None:
     pick = widgets.Dropdown(options=list(frame.id), description="utterance", layout=widgets.Layout(width=WIDE))
     upload = widgets.FileUpload(accept="audio/*,.wav,.flac,.ogg", multiple=False, description="upload audio",
                                 layout=widgets.Layout(width="160px"))
-    decoder = widgets.ToggleButtons(options=decoders, value=decoders[-1], description="decoder",
-                                    style={"button_width": "90px"},
+    decoder = widgets.ToggleButtons(options=decoders, value=decoders[-1], style={"button_width": "90px"},
                                     tooltips=["best symbol per frame", "own prefix beam search",
                                               "beam search + n-gram LM"][: len(decoders)])
+    # A Label beside the buttons: ToggleButtons' own description would sit on a line above them.
+    decoder_label = widgets.Label("decoder", layout=widgets.Layout(width=LABEL, justify_content="flex-end"))
     first = next(frame.itertuples())
     shown = {"wave": load_audio(first.path), "reference": first.text, "name": None}  # picked or uploaded
-    panel = Panel([widgets.HBox([pick, upload]), decoder],
+    panel = Panel([widgets.HBox([pick, upload]), widgets.HBox([decoder_label, decoder])],
                   transcriber.views(shown["wave"], decoder.value, shown["reference"])[1])
 
     def redraw(*_):

@@ -71,9 +71,10 @@ def workspace(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("browser")
     env = dict(os.environ, ASR_DATA_DIR=str(base / "data"), ASR_ARTIFACTS_DIR=str(base / "artifacts"),
                WANDB_MODE="disabled", JUPYTER_CONFIG_DIR=str(base / "jupyter-config"),
-               JUPYTER_RUNTIME_DIR=str(base / "jupyter-runtime"), SE_OFFLINE="true",
+               JUPYTER_RUNTIME_DIR=str(base / "jupyter-runtime"),
                PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
-    env.pop("ASR_CACHE_DIR", None), env.pop("ASR_RUNS_DIR", None)
+    for derived in ("ASR_CACHE_DIR", "ASR_RUNS_DIR"):
+        env.pop(derived, None)
     profile = load_profile("smoke")
     (base / "notebooks").mkdir()
     for name in ("00_data_exploration", "04_lm_decoding"):
@@ -99,7 +100,7 @@ def smoke_run(workspace) -> None:
 
 @pytest.fixture(scope="module")
 def lab_url(workspace) -> str:
-    """A JupyterLab server on the workspace's notebooks; yields its base URL (the token is in it)."""
+    """A JupyterLab server on the workspace's notebooks; yields a notebook URL template (with the token)."""
     port, token = _free_port(), secrets.token_hex(16)
     base = workspace["base"]
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
@@ -126,36 +127,60 @@ def lab_url(workspace) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser(workspace):
+def browser():
+    """Debian's chromium, headless, through its chromedriver; Selenium Manager stays offline."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2200"):
         options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SE_OFFLINE", "true")
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CATCH_FILE_INPUT})
     yield driver
     driver.quit()
 
 
-def _run_all_cells(driver, url: str) -> None:
-    """Open a notebook, choose Run > Run All Cells, wait until every code cell has run."""
+def _text(element) -> str:
+    """The element's text whether or not it is scrolled into view (Selenium's ``.text`` is not)."""
+    return element.get_attribute("textContent")
+
+
+def _run_all_cells(driver, url: str):
+    """Open a notebook, choose Run > Run All Cells, wait until every code cell has run; returns its panel.
+
+    Notebooks opened earlier stay in the page as hidden tabs, so every later lookup is made
+    inside the returned (visible) panel.
+    """
     from selenium.webdriver.common.by import By
     driver.get(url)
-    _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-CodeCell"), 90, "the notebook")
-    _wait_for(lambda: "Idle" in driver.find_element(By.ID, "jp-main-statusbar").text, 90, "the kernel to start")
+    panel = _wait_for(lambda: [p for p in driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel")
+                               if p.is_displayed() and p.find_elements(By.CSS_SELECTOR, ".jp-CodeCell")],
+                      90, "the notebook").pop()
+    idle_polls = []
+
+    def kernel_ready() -> bool:
+        """Kernel idle for two polls in a row, any "Select Kernel" dialog answered with its default."""
+        for accept in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog .jp-mod-accept"):
+            accept.click()
+            idle_polls.clear()
+            return False
+        idle_polls.append("Idle" in driver.find_element(By.ID, "jp-main-statusbar").text)
+        return idle_polls[-2:] == [True, True]
+
+    _wait_for(kernel_ready, 90, "the kernel to start", poll=1)
     run_menu = next(item for item in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if item.text == "Run")
     run_menu.click()
     _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-command='runmenu:run-all']"), 10,
               "the Run menu").pop().click()
 
     def finished() -> bool:
-        for output in driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"):
-            if "Traceback (most recent call last)" in output.text:
-                pytest.fail(f"a cell of {url.split('?')[0]} failed:\n{output.text[-3000:]}")
-        prompts = [p.get_attribute("textContent").strip()
-                   for p in driver.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea-prompt")]
+        for output in panel.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"):
+            if "Traceback (most recent call last)" in _text(output):
+                pytest.fail(f"a cell of {url.split('?')[0]} failed:\n{_text(output)[-3000:]}")
+        prompts = [_text(p).strip() for p in panel.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea-prompt")]
         return all(p[1:-2].isdigit() for p in prompts)
 
     try:
@@ -164,26 +189,32 @@ def _run_all_cells(driver, url: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOTS / "run-all-timed-out.png"))
         raise
+    return panel
 
 
-def _widget_output(driver):
+def _widget_output(panel):
     from selenium.webdriver.common.by import By
-    return driver.find_elements(By.CSS_SELECTOR, ".jupyter-widgets.widget-output")[-1]
+    return panel.find_elements(By.CSS_SELECTOR, ".jupyter-widgets.widget-output")[-1]
 
 
-def _shows(driver, texts: list[str], images: int = 1) -> bool:
+def _shows(panel, texts: list[str], images: int = 1) -> bool:
     """The widget's output area holds an audio player, ``images`` images and every one of ``texts``."""
     from selenium.webdriver.common.by import By
-    output = _widget_output(driver)
+    output = _widget_output(panel)
     return (bool(output.find_elements(By.TAG_NAME, "audio")) and len(output.find_elements(By.TAG_NAME, "img")) >= images
-            and all(text in output.text for text in texts))
+            and all(text in _text(output) for text in texts))
 
 
-def _screenshot(driver, name: str) -> None:
+def _widget_cell(panel):
+    return _widget_output(panel).find_element("xpath", "ancestor::div[contains(@class, 'jp-Cell')]")
+
+
+def _screenshot(driver, panel, name: str) -> None:
+    """The cell holding the widget, as a student sees it."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    panel = _widget_output(driver).find_element("xpath", "ancestor::div[contains(@class, 'jp-Cell')]")
-    driver.execute_script("arguments[0].scrollIntoView()", panel)
-    panel.screenshot(str(SCREENSHOTS / f"{name}.png"))
+    cell = _widget_cell(panel)
+    driver.execute_script("arguments[0].scrollIntoView()", cell)
+    cell.screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
 def _corpus(workspace) -> Path:
@@ -198,39 +229,42 @@ def _transcripts(workspace, split: str) -> dict[str, str]:
 def test_utterance_browser_in_jupyterlab(browser, lab_url, workspace):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
-    _run_all_cells(browser, lab_url.format(notebook="00_data_exploration.ipynb"))
-    split_box, utterance_box = (Select(s) for s in browser.find_elements(By.CSS_SELECTOR, ".widget-dropdown select"))
+    panel = _run_all_cells(browser, lab_url.format(notebook="00_data_exploration.ipynb"))
+    split_box, utterance_box = (Select(s) for s in panel.find_elements(By.CSS_SELECTOR, ".widget-dropdown select"))
+    first_split, first = _text(split_box.first_selected_option), _text(utterance_box.first_selected_option)
+    assert _transcripts(workspace, first_split)[first] in _text(_widget_cell(panel))  # the headless copy
     split_box.select_by_visible_text("dev-clean")
-    _wait_for(lambda: _shows(browser, ["| dev-clean |"]), 60, "the first dev-clean utterance")
+    _wait_for(lambda: _shows(panel, ["| dev-clean |"]), 60, "the first dev-clean utterance")
     utterance_box.select_by_index(1)
-    chosen = utterance_box.first_selected_option.text
+    chosen = _text(utterance_box.first_selected_option)
     transcript = _transcripts(workspace, "dev-clean")[chosen]
-    _wait_for(lambda: _shows(browser, [chosen, transcript]), 60, f"utterance {chosen} in the browser")
-    _screenshot(browser, "00-utterance-browser")
+    _wait_for(lambda: _shows(panel, [chosen, transcript]), 60, f"utterance {chosen} in the browser")
+    assert first not in _text(_widget_cell(panel))  # the first interaction removed the headless copy
+    _screenshot(browser, panel, "00-utterance-browser")
 
 
 def test_transcription_panel_in_jupyterlab(smoke_run, browser, lab_url, workspace, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
-    _run_all_cells(browser, lab_url.format(notebook="04_lm_decoding.ipynb"))
+    panel = _run_all_cells(browser, lab_url.format(notebook="04_lm_decoding.ipynb"))
     references = _transcripts(workspace, "test-clean")
-    utterance_box = Select(browser.find_element(By.CSS_SELECTOR, ".widget-dropdown select"))
+    utterance_box = Select(panel.find_element(By.CSS_SELECTOR, ".widget-dropdown select"))
     utterance_box.select_by_index(1)
-    chosen = utterance_box.first_selected_option.text
-    _wait_for(lambda: _shows(browser, [references[chosen], "lm        : "], images=2), 60, "the picked utterance")
-    _screenshot(browser, "04-picked-utterance")
+    chosen = _text(utterance_box.first_selected_option)
+    _wait_for(lambda: _shows(panel, [references[chosen], "lm        : "], images=2), 60, "the picked utterance")
+    _screenshot(browser, panel, "04-picked-utterance")
 
-    decoder_buttons = browser.find_elements(By.CSS_SELECTOR, ".widget-toggle-buttons button")
-    next(button for button in decoder_buttons if button.text == "greedy").click()
-    _wait_for(lambda: _shows(browser, [references[chosen], "greedy    : "], images=2), 60, "the greedy transcript")
+    decoder_buttons = panel.find_elements(By.CSS_SELECTOR, ".widget-toggle-buttons button")
+    next(button for button in decoder_buttons if _text(button) == "greedy").click()
+    _wait_for(lambda: _shows(panel, [references[chosen], "greedy    : "], images=2), 60, "the greedy transcript")
 
     flac = next(_corpus(workspace).glob(f"test-clean/*/*/{chosen}.flac"))
     wav = tmp_path / "my recording.wav"
     audio, rate = soundfile.read(flac)
     soundfile.write(wav, audio, rate)
-    browser.find_element(By.CSS_SELECTOR, ".widget-upload").click()
+    panel.find_element(By.CSS_SELECTOR, ".widget-upload").click()
     _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "input.caught-file-input"), 10,
               "the upload's file input").pop().send_keys(str(wav))
-    _wait_for(lambda: _shows(browser, ["my recording.wav", "greedy    : "], images=2), 60, "the uploaded file")
-    assert references[chosen] not in _widget_output(browser).text  # the upload replaced the picked utterance
-    _screenshot(browser, "04-uploaded-file")
+    _wait_for(lambda: _shows(panel, ["my recording.wav", "greedy    : "], images=2), 60, "the uploaded file")
+    assert references[chosen] not in _text(_widget_output(panel))  # the upload replaced the picked utterance
+    _screenshot(browser, panel, "04-uploaded-file")
