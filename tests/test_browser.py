@@ -99,8 +99,8 @@ def smoke_run(workspace) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab_url(workspace) -> str:
-    """A JupyterLab server on the workspace's notebooks; yields a notebook URL template (with the token)."""
+def lab_url(workspace):
+    """A JupyterLab server on the workspace's notebooks; yields notebook name -> URL (with the token)."""
     port, token = _free_port(), secrets.token_hex(16)
     base = workspace["base"]
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
@@ -119,7 +119,9 @@ def lab_url(workspace) -> str:
 
     try:
         _wait_for(answers, 90, "JupyterLab to answer")
-        yield f"http://127.0.0.1:{port}/lab/tree/{{notebook}}?token={token}"
+        # One JupyterLab workspace per notebook: the page holds that notebook only, no tabs from earlier.
+        yield lambda notebook: (f"http://127.0.0.1:{port}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}"
+                                f"?token={token}")
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -149,16 +151,11 @@ def _text(element) -> str:
 
 
 def _run_all_cells(driver, url: str):
-    """Open a notebook, choose Run > Run All Cells, wait until every code cell has run; returns its panel.
-
-    Notebooks opened earlier stay in the page as hidden tabs, so every later lookup is made
-    inside the returned (visible) panel.
-    """
+    """Open a notebook, choose Run > Run All Cells, wait until every code cell has run; returns its panel."""
     from selenium.webdriver.common.by import By
     driver.get(url)
     panel = _wait_for(lambda: [p for p in driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel")
-                               if p.is_displayed() and p.find_elements(By.CSS_SELECTOR, ".jp-CodeCell")],
-                      90, "the notebook").pop()
+                               if p.find_elements(By.CSS_SELECTOR, ".jp-CodeCell")], 90, "the notebook").pop()
     idle_polls = []
 
     def kernel_ready() -> bool:
@@ -176,19 +173,21 @@ def _run_all_cells(driver, url: str):
     _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-command='runmenu:run-all']"), 10,
               "the Run menu").pop().click()
 
+    prompts = []
+
     def finished() -> bool:
         for output in panel.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"):
             if "Traceback (most recent call last)" in _text(output):
                 pytest.fail(f"a cell of {url.split('?')[0]} failed:\n{_text(output)[-3000:]}")
-        prompts = [_text(p).strip() for p in panel.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea-prompt")]
-        return all(p[1:-2].isdigit() for p in prompts)
+        prompts[:] = [_text(p).strip() for p in panel.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea-prompt")]
+        return bool(prompts) and all(p[1:-2].isdigit() for p in prompts)
 
     try:
         _wait_for(finished, 300, f"every cell of {url.split('?')[0]} to run", poll=1)
-    except AssertionError:
+    except AssertionError as error:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOTS / "run-all-timed-out.png"))
-        raise
+        raise AssertionError(f"{error}; cell prompts: {prompts}") from None
     return panel
 
 
@@ -229,7 +228,7 @@ def _transcripts(workspace, split: str) -> dict[str, str]:
 def test_utterance_browser_in_jupyterlab(browser, lab_url, workspace):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
-    panel = _run_all_cells(browser, lab_url.format(notebook="00_data_exploration.ipynb"))
+    panel = _run_all_cells(browser, lab_url("00_data_exploration.ipynb"))
     split_box, utterance_box = (Select(s) for s in panel.find_elements(By.CSS_SELECTOR, ".widget-dropdown select"))
     first_split, first = _text(split_box.first_selected_option), _text(utterance_box.first_selected_option)
     assert _transcripts(workspace, first_split)[first] in _text(_widget_cell(panel))  # the headless copy
@@ -246,7 +245,7 @@ def test_utterance_browser_in_jupyterlab(browser, lab_url, workspace):
 def test_transcription_panel_in_jupyterlab(smoke_run, browser, lab_url, workspace, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
-    panel = _run_all_cells(browser, lab_url.format(notebook="04_lm_decoding.ipynb"))
+    panel = _run_all_cells(browser, lab_url("04_lm_decoding.ipynb"))
     references = _transcripts(workspace, "test-clean")
     utterance_box = Select(panel.find_element(By.CSS_SELECTOR, ".widget-dropdown select"))
     utterance_box.select_by_index(1)
