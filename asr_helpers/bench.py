@@ -16,7 +16,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from asr_helpers.evaluation import autocast_context, ctc_loss
+from asr_helpers.evaluation import autocast_context
+from asr_helpers.recognizer import ctc_loss
 from asr_helpers.features import LogMelFeatures
 from asr_helpers.model import DeepSpeech2, ModelConfig, model_config
 from asr_helpers.dataset import LengthBucketSampler

@@ -31,7 +31,27 @@ def _download_librispeech(args) -> None:
 
 def _download_checkpoint(args) -> None:
     from asr_helpers.download import download
-    print(download(args.url, args.out, sha256=args.sha256))
+    from asr_helpers.export import describe
+    print(describe(download(args.url, args.out, sha256=args.sha256)))
+
+
+def _checkpoint_export(args) -> None:
+    from asr_helpers.export import describe, export_checkpoint
+    print(describe(export_checkpoint(args.checkpoint, args.out, dtype=args.dtype)))
+
+
+def _checkpoint_info(args) -> None:
+    from asr_helpers.export import describe
+    print(describe(args.checkpoint))
+
+
+def _checkpoint_convert(args) -> None:
+    from asr_helpers.checkpoint import convert_trusted
+    from asr_helpers.export import describe
+    if not args.trust:
+        raise ValueError(f"convert unpickles {args.checkpoint} fully, which runs any code the file holds; "
+                         "add --trust only for a file you made yourself or got from a source you trust")
+    print(describe(convert_trusted(args.checkpoint, args.out)))
 
 
 def _download_lm(args) -> None:
@@ -82,6 +102,23 @@ def _lm_download_parser(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_download_lm)
 
 
+def _checkpoint_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    info = actions.add_parser("info", help="what a checkpoint holds and its SHA-256 (read without running code)")
+    info.add_argument("checkpoint", type=Path)
+    info.set_defaults(func=_checkpoint_info)
+    export = actions.add_parser("export", help="weights, config, tokenizer and tuned LM weights in a small file")
+    export.add_argument("checkpoint", type=Path, help="e.g. artifacts/runs/demo/best.pt")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    export.set_defaults(func=_checkpoint_export)
+    convert = actions.add_parser("convert", help="rewrite an old or foreign checkpoint you trust as a safe one")
+    convert.add_argument("checkpoint", type=Path)
+    convert.add_argument("--out", type=Path, required=True)
+    convert.add_argument("--trust", action="store_true", help="unpickle the file fully: it can run code")
+    convert.set_defaults(func=_checkpoint_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m asr_helpers", description="asr-workbook command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log skipped files and details")
@@ -110,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--out", type=Path, required=True)
     ckpt.set_defaults(func=_download_checkpoint)
     _lm_download_parser(download.add_parser("lm", help="an OpenSLR resource 11 language model"))
+    _checkpoint_parser(commands.add_parser("checkpoint", help="inspect, export for publishing, convert trusted files"))
 
     lm = commands.add_parser("lm", help="n-gram language models").add_subparsers(dest="action", required=True)
     build = lm.add_parser("build", help="build an ARPA + KenLM binary from a text file")

@@ -1,4 +1,4 @@
-"""Compare decoders on whole splits: greedy, own prefix beam search, and beam search + LM.
+"""Compare decoders on whole splits: greedy, own prefix beam search, and beam search + LM (``lm``).
 
 The network runs once per split; its log-probs are cached next to the checkpoint, so tuning
 alpha/beta and trying decoders costs decoding time only.
@@ -14,11 +14,11 @@ import pandas as pd
 import torch
 
 from asr_helpers.checkpoint import load_model
-from asr_helpers.decoding import beam_decode, greedy_decode
+from asr_helpers.decoding import available_decoders, build_decoder
 from asr_helpers.evaluation import ModelOutputs, compute_outputs
-from asr_helpers.features import LogMelFeatures
 from asr_helpers.manifest import Utterance
 from asr_helpers.metrics import cer, utterance_errors, wer
+from asr_helpers.recognizer import CTCRecognizer
 from asr_helpers.rundir import RunDir
 
 
@@ -33,9 +33,8 @@ def cached_outputs(checkpoint: Path, utterances: list[Utterance], name: str, dev
             arrays = [data[f"u{i}"] for i in range(len(data["ids"]))]
             return ModelOutputs(list(data["ids"]), list(data["references"]), arrays, float(data["loss"]))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer, _ = load_model(checkpoint, dev)
-    features = LogMelFeatures.for_model(model.config).to(dev)
-    outputs = compute_outputs(model, features, utterances, tokenizer, dev)
+    net, tokenizer, _ = load_model(checkpoint, dev)
+    outputs = compute_outputs(CTCRecognizer(net, tokenizer).to(dev), utterances, tokenizer, dev)
     np.savez(cache, stamp=stamp, ids=np.array(outputs.ids), references=np.array(outputs.references),
              loss=outputs.loss, **{f"u{i}": a for i, a in enumerate(outputs.log_probs)})
     return outputs
@@ -50,23 +49,14 @@ class SplitDecodes:
     seconds: dict[str, float] = field(default_factory=dict)       # decoder -> wall seconds for the split
 
 
-def _batch(log_probs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(log_probs)[None], torch.tensor([len(log_probs)])
-
-
 def decode_split(split: str, outputs: ModelOutputs, tokenizer, beam_width: int = 32, lm_decoder=None,
                  pool_size: int = 2) -> SplitDecodes:
-    """Hypotheses and timing of each decoder on one split's cached log-probs."""
+    """Hypotheses and timing of every available decoder (``lm`` with an LM) on one split's cached log-probs."""
     result = SplitDecodes(split, outputs.ids, outputs.references)
-    runs = {
-        "greedy": lambda: [greedy_decode(*_batch(lp), tokenizer)[0] for lp in outputs.log_probs],
-        "beam": lambda: [beam_decode(*_batch(lp), tokenizer, beam_width)[0] for lp in outputs.log_probs],
-    }
-    if lm_decoder is not None:
-        runs["lm"] = lambda: lm_decoder.decode_batch(outputs.log_probs, pool_size)
-    for name, run in runs.items():
+    for name in available_decoders(lm_decoder):
+        decoder = build_decoder(name, tokenizer, beam_width=beam_width, lm_decoder=lm_decoder, pool_size=pool_size)
         started = time.perf_counter()
-        result.texts[name] = run()
+        result.texts[name] = decoder.decode(outputs.log_probs)
         result.seconds[name] = time.perf_counter() - started
     return result
 

@@ -63,26 +63,3 @@ def prepare_corpus(corpus: str, splits: list[str], root: str | Path | None = Non
     if len(roots) > 1:
         raise RuntimeError(f"splits were found under different roots {sorted(map(str, roots))}; pass root=")
     return roots.pop()
-
-
-def corpus_language_model(corpus: str, order: int = 3, name: str = "3-gram.pruned.1e-7") -> Path:
-    """A KenLM binary (lower case, ``unigrams.txt`` beside it) that suits ``corpus``.
-
-    LibriSpeech: OpenSLR resource 11's LM (``name``), trained on books that exclude the test
-    sets. Offline corpus: an ``order``-gram built from the sentences assigned to its training
-    split only, so no dev or test sentence can leak into the LM.
-    """
-    from asr_helpers import lm
-    if corpus in ("librispeech", "mini_librispeech"):
-        return lm.download_lm(name)
-    if corpus != "synthetic":
-        raise ValueError(f"unknown corpus {corpus!r}; choose from {CORPORA}")
-    from asr_helpers.synthetic import TRAIN_SPLIT, sentences_by_split
-    out_dir = paths.artifacts_dir() / "lm" / f"synthetic-{order}gram"
-    binary = out_dir / f"{order}-gram.bin"
-    if not binary.exists():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        text = out_dir / "train-sentences.txt"
-        text.write_text("\n".join(sentences_by_split()[TRAIN_SPLIT]) + "\n")
-        binary = lm.build_ngram(text, order, out_dir)
-    return binary

@@ -1,4 +1,7 @@
-"""CTC decoding: greedy, a hand-written prefix beam search, and LM shallow fusion.
+"""CTC decoding: greedy, a hand-written prefix beam search, LM shallow fusion, and their registry.
+
+``build_decoder(name, ...)`` is the one place the names ``greedy | beam | lm`` resolve (the
+decoder comparison, the widgets and transcription choose decoders through it).
 
 All decoders take log-probabilities (``log_softmax`` output) laid out [batch, frames, vocab]
 or, per utterance, [frames, vocab]. The greedy decoder and the beam search work on token ids
@@ -16,8 +19,9 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.pool
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -157,6 +161,38 @@ def beam_decode(log_probs, lengths, tokenizer, beam_width: int = 16, token_prune
         best, _ = prefix_beam_search(matrix[:length], beam_width, tokenizer.blank_id, token_prune, top_k)[0]
         texts.append(tokenizer.decode(list(best)))
     return texts
+
+
+DECODERS = ("greedy", "beam", "lm")  # every decoder name the registry resolves
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A named decoder: ``decode`` turns a list of per-utterance log-probs [T, V] into texts."""
+    name: str
+    decode: Callable[[Sequence[np.ndarray]], list[str]]
+
+
+def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMDecoder | None = None,
+                  pool_size: int = 1) -> Decoder:
+    """The decoder called ``name`` (one of ``DECODERS``); ``lm`` needs an ``LMDecoder`` (it holds the loaded LM)."""
+    def each(decode_batch) -> Callable[[Sequence[np.ndarray]], list[str]]:
+        return lambda matrices: [decode_batch(np.asarray(m)[None], np.array([len(m)]))[0] for m in matrices]
+
+    if name == "greedy":
+        return Decoder(name, each(lambda lp, n: greedy_decode(lp, n, tokenizer)))
+    if name == "beam":
+        return Decoder(name, each(lambda lp, n: beam_decode(lp, n, tokenizer, beam_width)))
+    if name == "lm":
+        if lm_decoder is None:
+            raise ValueError("the lm decoder needs a language model: pass lm_decoder=LMDecoder(...)")
+        return Decoder(name, lambda matrices: lm_decoder.decode_batch(list(matrices), pool_size))
+    raise ValueError(f"unknown decoder {name!r}; choose from {DECODERS}")
+
+
+def available_decoders(lm_decoder: LMDecoder | None = None) -> list[str]:
+    """Decoder names usable now: ``lm`` only when a language model is loaded."""
+    return [name for name in DECODERS if name != "lm" or lm_decoder is not None]
 
 
 def read_unigrams(path: Path) -> list[str]:

@@ -261,14 +261,28 @@ class TuneResult:
 
 
 def load_lm_params(checkpoint: Path) -> TuneResult:
-    """The tuned alpha/beta saved next to a checkpoint by ``TuneResult.save``."""
+    """The tuned alpha/beta saved next to a checkpoint by ``TuneResult.save``, else those an
+    exported checkpoint carries inside (a re-tune next to the file wins over the export's)."""
+    from asr_helpers.checkpoint import embedded_lm_params
     checkpoint = Path(checkpoint)
     target = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / LM_PARAMS
-    if not target.is_file():
+    if target.is_file():
+        source, state = target, _read_json(target)
+    elif checkpoint.is_file() and (state := embedded_lm_params(checkpoint)) is not None:
+        source = checkpoint
+    else:
         raise FileNotFoundError(f"no {LM_PARAMS} next to {checkpoint}: run lm.tune_alpha_beta and save it")
-    state = json.loads(target.read_text())
-    state.pop("lm", None)
-    return TuneResult(**state)
+    try:
+        return TuneResult(**{key: value for key, value in state.items() if key != "lm"})
+    except TypeError as error:
+        raise ValueError(f"{source} holds no valid tuned LM weights ({error})") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
 
 
 def tune_alpha_beta(log_probs_list: Sequence[np.ndarray], references: Sequence[str], labels: Sequence[str],
@@ -294,6 +308,29 @@ def tune_alpha_beta(log_probs_list: Sequence[np.ndarray], references: Sequence[s
     i, j = np.unravel_index(np.argmin(grid), grid.shape)
     return TuneResult(float(alphas[i]), float(betas[j]), float(grid[i, j]), [float(a) for a in alphas],
                       [float(b) for b in betas], grid.tolist())
+
+
+def corpus_language_model(corpus: str, order: int = 3, name: str = "3-gram.pruned.1e-7") -> Path:
+    """A KenLM binary (lower case, ``unigrams.txt`` beside it) that suits ``corpus``.
+
+    LibriSpeech: OpenSLR resource 11's LM (``name``), trained on books that exclude the test
+    sets. Offline corpus: an ``order``-gram built from the sentences assigned to its training
+    split only, so no dev or test sentence can leak into the LM.
+    """
+    from asr_helpers.corpora import CORPORA
+    if corpus in ("librispeech", "mini_librispeech"):
+        return download_lm(name)
+    if corpus != "synthetic":
+        raise ValueError(f"unknown corpus {corpus!r}; choose from {CORPORA}")
+    from asr_helpers.synthetic import TRAIN_SPLIT, sentences_by_split
+    out_dir = paths.artifacts_dir() / "lm" / f"synthetic-{order}gram"
+    binary = out_dir / f"{order}-gram.bin"
+    if not binary.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        text = out_dir / "train-sentences.txt"
+        text.write_text("\n".join(sentences_by_split()[TRAIN_SPLIT]) + "\n")
+        binary = build_ngram(text, order, out_dir)
+    return binary
 
 
 def bench_lm_decoding(out_dir: Path, utterances: int = 200, frames: int = 300, pool_sizes: Sequence[int] = (1, 2),

@@ -76,7 +76,8 @@ def conv_output_lengths(lengths: torch.Tensor, config: ModelConfig) -> torch.Ten
     return lengths
 
 
-def _time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """``[B, frames]`` True on the first ``lengths[b]`` frames of each row."""
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
@@ -149,18 +150,27 @@ class DeepSpeech2(nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_lengths(lengths, self.config)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """States after the recurrent stack ``[B, T', rnn_hidden]``, their valid lengths and mask.
+
+        The part an attention decoder shares with the CTC head (``las.JointCTCAttention``).
+        """
         frame_lengths = lengths
-        x = (features * _time_mask(lengths, features.shape[-1])[:, None, :]).unsqueeze(1)
+        x = (features * time_mask(lengths, features.shape[-1])[:, None, :]).unsqueeze(1)
         for (_, stride), (conv, norm, act) in zip(self.config.conv_strides, self.convs):
             x = act(norm(conv(x)))
             frame_lengths = conv_output_length(frame_lengths, conv.kernel_size[1], stride)
-            x = x * _time_mask(frame_lengths, x.shape[-1])[:, None, None, :]
+            x = x * time_mask(frame_lengths, x.shape[-1])[:, None, None, :]
         batch, channels, freq, frames = x.shape
         x = x.permute(0, 3, 1, 2).reshape(batch, frames, channels * freq)
-        mask = _time_mask(frame_lengths, frames)
+        mask = time_mask(frame_lengths, frames)
         for rnn in self.rnns:
             x = rnn(x, frame_lengths, mask)
+        return x, frame_lengths, mask
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities ``[B, T', vocab]`` (float32) and their valid lengths."""
+        x, frame_lengths, mask = self.encode(features, lengths)
         logits = self.head(self.head_norm(x, mask))
         return logits.float().log_softmax(-1), frame_lengths
 

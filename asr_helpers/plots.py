@@ -39,15 +39,22 @@ def waveform_figure(wave, sample_rate: int, title: str = "", ax=None):
 
 
 def curves_figure(history: list[dict], x: str = "step"):
-    """Training loss, grad norm and LR, and dev WER/CER per split, from ``history.jsonl`` records."""
+    """Training loss, grad norm and LR, and dev WER/CER per split, from ``history.jsonl`` records.
+
+    With ``x="minutes"`` (or ``"step"``) each panel also gets the audio hours seen on a top axis,
+    so runs of different speed compare by how much speech they heard.
+    """
     train = [r for r in history if r["kind"] == "train"]
     evals = [r for r in history if r["kind"].startswith("eval/")]
-    figure, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     panels = [("loss", "loss (train line, dev dots)"), ("grad_norm", "gradient norm"), ("lr", "learning rate")]
     for ax, (key, title) in zip(axes, panels):
         ax.plot([r[x] for r in train], [r[key] for r in train], linewidth=1, label="train")
         ax.set_title(title)
         ax.set_xlabel(x)
+        if not train:
+            ax.text(0.5, 0.5, "no train records yet\n(one every log_every steps)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8, color="grey")
     for split in sorted({r["kind"][5:] for r in evals}):
         rows = [r for r in evals if r["kind"] == f"eval/{split}"]
         axes[0].plot([r[x] for r in rows], [r["loss"] for r in rows], "o-", label=f"{split} loss")
@@ -58,10 +65,26 @@ def curves_figure(history: list[dict], x: str = "step"):
     axes[3].set_title("dev error rates (greedy)")
     axes[3].set_xlabel(x)
     axes[3].legend(fontsize=7)
-    axes[3].set_ylim(0, 1.05)
+    axes[3].set_ylim(0, max([1.05] + [r[k] + 0.05 for r in evals for k in ("cer", "wer")]))
+    if x != "audio_hours":
+        for ax in axes:
+            _audio_hours_axis(ax, train, x)
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def _audio_hours_axis(ax, train: list[dict], x: str) -> None:
+    """A top axis in audio hours seen, mapped from ``x`` by the train records (needs two of them)."""
+    points = sorted((r[x], r["audio_hours"]) for r in train if r.get("audio_hours") is not None and r.get(x) is not None)
+    if len(points) < 2:
+        return
+    xs, hours = np.maximum.accumulate(np.asarray(points, dtype=float), axis=0).T
+    if xs[-1] <= xs[0] or hours[-1] <= hours[0]:
+        return
+    axis = ax.secondary_xaxis("top", functions=(lambda v: np.interp(v, xs, hours), lambda h: np.interp(h, hours, xs)))
+    axis.set_xlabel("audio hours seen", fontsize=8)
+    axis.tick_params(labelsize=7)
 
 
 def augmentation_figure(original, augmented, features, title: str):
@@ -81,17 +104,24 @@ def augmentation_figure(original, augmented, features, title: str):
 
 
 def alpha_beta_figure(result):
-    """Dev WER over the alpha (LM weight) x beta (word bonus) grid of ``lm.tune_alpha_beta``."""
-    grid = np.asarray(result.grid)
-    figure, ax = plt.subplots(figsize=(1.1 * len(result.betas) + 2, 0.6 * len(result.alphas) + 1.5))
+    """Dev WER over the alpha (LM weight) x beta (word bonus) grid of ``lm.tune_alpha_beta``, the chosen cell framed."""
+    from matplotlib.patches import Rectangle
+    grid = np.asarray(result.grid, dtype=float)
+    figure, ax = plt.subplots(figsize=(1.1 * len(result.betas) + 2.5, 0.6 * len(result.alphas) + 1.8))
     image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
     ax.set_xticks(range(len(result.betas)), [f"{b:g}" for b in result.betas])
     ax.set_yticks(range(len(result.alphas)), [f"{a:g}" for a in result.alphas])
-    ax.set(xlabel="beta (word bonus)", ylabel="alpha (LM weight)", title=f"dev WER; best alpha={result.alpha:g}, beta={result.beta:g}")
+    ax.set(xlabel="beta (word bonus)", ylabel="alpha (LM weight)",
+           title=f"dev WER; chosen alpha={result.alpha:g}, beta={result.beta:g} (WER {result.wer:.3f})")
+    middle = np.nanmin(grid) + 0.5 * (np.nanmax(grid) - np.nanmin(grid))
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
-            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7, color="white")
-    figure.colorbar(image, ax=ax)
+            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7,
+                    color="black" if grid[i, j] <= middle else "white")
+    if result.alpha in result.alphas and result.beta in result.betas:
+        row, column = list(result.alphas).index(result.alpha), list(result.betas).index(result.beta)
+        ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    figure.colorbar(image, ax=ax, label="WER")
     figure.tight_layout()
     plt.close(figure)
     return figure

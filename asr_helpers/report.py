@@ -1,16 +1,23 @@
-"""Read finished runs back for the report: summaries, curves, decoder tables, ablations, examples.
+"""Read finished runs back for the report: summaries, curves, decoders, ablations, media, examples.
 
 Only reads ``artifacts/runs/``; it never trains or decodes, so the report renders in seconds.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from asr_helpers import paths
+from asr_helpers.error_analysis import speaker_cer, speaker_names
 from asr_helpers.metrics import utterance_errors
 from asr_helpers.rundir import RunDir
+from asr_helpers.tracking import read_jsonl
+
+log = logging.getLogger(__name__)
+RECOGS_COLUMNS = ["id", "reference", "hypothesis", "wer", "cer"]
+DECODER_COLUMNS = {"wer": "WER", "cer": "CER", "ms_per_utterance": "ms/utt"}  # decoding.json field -> shown name
 
 
 class NoRunsError(FileNotFoundError):
@@ -62,39 +69,162 @@ def ablation(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
 
 
 def decoder_results(run: Path) -> pd.DataFrame:
+    """``decoding.json`` as a table (empty, with a warning naming the file, when it is missing or unreadable)."""
     path = RunDir(run).decoding
-    return pd.read_json(path) if path.exists() else pd.DataFrame()
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        frame = pd.read_json(path)
+    except ValueError as error:
+        log.warning("%s skipped: %s", path, error)
+        return pd.DataFrame()
+    if not {"split", "decoder", *DECODER_COLUMNS} <= set(frame.columns):
+        log.warning("%s skipped: expected the fields split, decoder, %s", path, ", ".join(DECODER_COLUMNS))
+        return pd.DataFrame()
+    return frame
+
+
+def decoder_table(decoding: pd.DataFrame) -> pd.DataFrame:
+    """One row per split: WER, CER and milliseconds per utterance of each decoder, decoders in run order."""
+    decoders = list(dict.fromkeys(decoding.decoder))
+    wide = decoding.pivot(index="split", columns="decoder", values=list(DECODER_COLUMNS))
+    columns = [(metric, d) for metric in DECODER_COLUMNS for d in decoders]
+    table = wide[columns].round(4)
+    table.columns = [f"{DECODER_COLUMNS[metric]} {d}" for metric, d in columns]
+    return table.reindex(list(dict.fromkeys(decoding.split)))
 
 
 def read_recogs(path: Path) -> pd.DataFrame:
-    """An icefall-style ``recogs-*.txt`` with per-utterance WER and CER."""
+    """An icefall-style ``recogs-*.txt`` with per-utterance WER and CER (empty when the file is missing)."""
     rows = []
-    for line in path.read_text().splitlines():
-        utt_id, ref, hyp = line.split("\t")
-        ref, hyp = ref.removeprefix("ref="), hyp.removeprefix("hyp=")
+    if not path.exists():
+        return pd.DataFrame(rows, columns=RECOGS_COLUMNS)
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split("\t")
+        if len(fields) != 3 or not fields[1].startswith("ref=") or not fields[2].startswith("hyp="):
+            log.warning("%s line %d skipped: expected <id>\\tref=<text>\\thyp=<text>", path, number)
+            continue
+        utt_id, ref, hyp = fields[0], fields[1].removeprefix("ref="), fields[2].removeprefix("hyp=")
         rows.append({"id": utt_id, "reference": ref, "hypothesis": hyp, **utterance_errors(ref, hyp)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RECOGS_COLUMNS)
 
 
 def best_and_worst(run: Path, split: str, decoder: str = "beam", count: int = 3) -> pd.DataFrame:
-    path = RunDir(run).recogs(split, decoder)
+    """The ``count`` best and worst utterances of a split by WER, then CER (each shown once)."""
+    frame = recogs(run, split, decoder).sort_values(["wer", "cer"], ignore_index=True)
+    best = min(count, (len(frame) + 1) // 2)  # each utterance shown once when there are fewer than 2 * count
+    worst = min(count, len(frame) - best)
+    return pd.concat([frame.head(best).assign(kind="best"), frame.tail(worst).iloc[::-1].assign(kind="worst")])
+
+
+def history(run: Path) -> list[dict]:
+    """The run's ``history.jsonl`` records of its latest attempt (empty when the run logged none)."""
+    return latest_attempt(read_jsonl(RunDir(run).history))
+
+
+def latest_attempt(records: list[dict]) -> list[dict]:
+    """The records of the last attempt of a run whose history a re-run appended to.
+
+    A record whose step falls back to the first step logged starts a fresh attempt (earlier
+    records are dropped); one that falls back less far is a resume from a checkpoint, whose
+    records replace those logged after that step.
+    """
+    kept: list[dict] = []
+    for record in records:
+        if kept and record["step"] < kept[-1]["step"]:
+            kept = [] if record["step"] <= kept[0]["step"] else [r for r in kept if r["step"] < record["step"]]
+        kept.append(record)
+    return kept
+
+
+def ablation_histories(names: list[str]) -> tuple[dict[str, list[dict]], dict[str, str], list[str]]:
+    """Histories of the named runs that logged dev evaluations, a legend label for each
+    (name, tokenizer, augmentation and ``ctc_weight`` when set), and the names not recorded."""
+    found, labels = {}, {}
+    for name in dict.fromkeys(names):
+        records = history(RunDir.named(name).path)
+        if any(r["kind"].startswith("eval/") for r in records):
+            found[name] = records
+            config = RunDir.named(name).read_config()
+            settings = {k: config[k] for k in ("tokenizer", "augment", "ctc_weight") if config.get(k) is not None}
+            labels[name] = f"{name} ({', '.join(f'{k}={v}' for k, v in settings.items())})"
+    return found, labels, [n for n in dict.fromkeys(names) if n not in found]
+
+
+def latest_samples(run: Path) -> pd.DataFrame:
+    """The last logged sample table of each dev split: target, prediction, CER, WER."""
+    tables = {}
+    for table in read_jsonl(RunDir(run).samples):
+        tables[table["name"]] = table
+    frames = [pd.DataFrame(t["rows"]).assign(split=name.split("/")[-1], step=t["step"]) for name, t in tables.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _latest(files: list[Path]) -> Path | None:
+    return files[-1] if files else None
+
+
+def spectrogram_images(run: Path) -> dict[str, Path]:
+    """Caption -> PNG of the last logged train spectrogram, the same after SpecAugment, and each dev split's."""
+    files = RunDir(run)
+    found = {"train utterance (features before SpecAugment)": _latest(files.media_files("train/spectrogram", "png")),
+             "the same train utterance after augmentation (SpecAugment masks)":
+                 _latest(files.media_files("train/spectrogram_augmented", "png"))}
+    for path in files.media_files("eval/*/spectrogram", "png"):
+        found[f"dev utterance ({path.stem.split('_')[1]})"] = path
+    return {caption: path for caption, path in found.items() if path is not None}
+
+
+def augmented_audio(run: Path) -> Path | None:
+    """The last logged train audio after wave augmentation."""
+    return _latest(RunDir(run).media_files("train/augmented_audio", "wav"))
+
+
+def attention_images(run: Path) -> dict[str, Path]:
+    """Caption -> the last PNG of each logged attention map (none for a CTC-only run)."""
+    latest = {}
+    for path in RunDir(run).media_files("*attention*", "png"):
+        latest[path.stem.rsplit("-", 1)[0]] = path
+    return latest
+
+
+def lm_grid(run: Path):
+    """The alpha x beta grid notebook 04 tuned (``lm.TuneResult``), or None when it has not run."""
+    from asr_helpers.lm import load_lm_params
+    path = RunDir(run).lm_params
     if not path.exists():
-        return pd.DataFrame()
-    frame = read_recogs(path).sort_values(["wer", "cer"])
-    return pd.concat([frame.head(count).assign(kind="best"), frame.tail(count).assign(kind="worst")])
+        return None
+    try:
+        return load_lm_params(path)
+    except (ValueError, TypeError) as error:  # not JSON, or not the fields TuneResult saves
+        log.warning("%s skipped: %s", path, error)
+        return None
 
 
-def bonus_tasks(run: Path, bpe_runs: list[str]) -> list[str]:
-    """Bonus tasks of the course that the recorded artifacts show as done."""
-    done = []
-    decoding = decoder_results(run)
-    if not decoding.empty and "lm" in set(decoding.decoder):
-        lm_wer = decoding[decoding.decoder == "lm"].wer.mean()
-        greedy_wer = decoding[decoding.decoder == "greedy"].wer.mean()
-        done.append(f"external n-gram LM with pyctcdecode + KenLM (mean WER {greedy_wer:.3f} greedy -> {lm_wer:.3f} with LM)")
-    if any(RunDir.named(n).read_config().get("tokenizer") == "bpe" for n in bpe_runs):
-        done.append("BPE tokenisation with a characters-vs-BPE ablation")
-    return done
+def analysed_decoder(decoding: pd.DataFrame) -> tuple[str, str] | None:
+    """The (split, decoder) the error analysis looks at: the last split decoded, by its best-informed decoder."""
+    if decoding.empty:
+        return None
+    split = decoding.split.iloc[-1]
+    decoders = set(decoding[decoding.split == split].decoder)
+    return split, next(d for d in ("lm", "beam", "greedy", *sorted(decoders)) if d in decoders)
+
+
+def recogs(run: Path, split: str, decoder: str) -> pd.DataFrame:
+    """The per-utterance results of one split and decoder (empty when not written)."""
+    return read_recogs(RunDir(run).recogs(split, decoder))
+
+
+def speaker_table(run: Path, split: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """CER per speaker of ``frame``, named from the corpus' ``SPEAKERS.TXT`` when the corpus is on this machine."""
+    from asr_helpers.corpora import find_corpus_root
+    config = RunDir(run).read_config()
+    try:
+        root = find_corpus_root(config.get("corpus", "synthetic"), split, config.get("data_root"),
+                                config.get("synth_minutes", 60.0), config.get("seed", 0))
+    except ValueError:
+        root = None
+    return speaker_cer(frame, speaker_names(root))
 
 
 def audio_path(run: Path, split: str, utt_id: str) -> Path | None:

@@ -72,6 +72,15 @@ class RunDir:
     def lm_params(self) -> Path:
         return self.path / LM_PARAMS
 
+    def media_file(self, name: str, step: int, suffix: str) -> Path:
+        """A logged image or sound: ``media/<name, / as _>-<step>.<suffix>`` (``train/spectrogram`` at step 40
+        is ``media/train_spectrogram-0000040.png``)."""
+        return self.media / f"{name.replace('/', '_')}-{step:07d}.{suffix}"
+
+    def media_files(self, name: str, suffix: str) -> list[Path]:
+        """Every logged file of a media name (glob wildcards allowed: ``eval/*/spectrogram``), oldest first."""
+        return sorted(self.media.glob(f"{name.replace('/', '_')}-*.{suffix}"), key=lambda p: (p.stem[-7:], p.name))
+
     def checkpoint(self, name: str = "best.pt") -> Path:
         return self.path / name
 

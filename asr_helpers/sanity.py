@@ -9,7 +9,7 @@ import torch
 
 from asr_helpers.dataset import SpeechDataset, collate
 from asr_helpers.decoding import greedy_decode
-from asr_helpers.evaluation import ctc_loss
+from asr_helpers.recognizer import ctc_loss
 from asr_helpers.features import LogMelFeatures
 from asr_helpers.manifest import index_split
 from asr_helpers.model import DeepSpeech2, model_config

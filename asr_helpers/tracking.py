@@ -77,7 +77,7 @@ class Tracker:
         """A matplotlib figure, saved as PNG and sent to wandb."""
         if not self.active:
             return
-        path = self.media / f"{name.replace('/', '_')}-{step:07d}.png"
+        path = self.files.media_file(name, step, "png")
         figure.savefig(path, dpi=80, bbox_inches="tight")
         if self._wandb is not None:
             import wandb
@@ -86,7 +86,7 @@ class Tracker:
     def audio(self, name: str, wave: np.ndarray, sample_rate: int, step: int, caption: str = "") -> None:
         if not self.active:
             return
-        path = self.media / f"{name.replace('/', '_')}-{step:07d}.wav"
+        path = self.files.media_file(name, step, "wav")
         soundfile.write(path, np.asarray(wave, dtype=np.float32), sample_rate)
         if self._wandb is not None:
             import wandb
@@ -108,7 +108,20 @@ def _run_id(run_dir: Path) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Records of a ``history.jsonl`` or ``samples.jsonl`` file (missing file -> empty)."""
+    """Records of a ``history.jsonl`` or ``samples.jsonl`` file (missing file -> empty).
+
+    A line that is not a JSON object (the last line of a run killed mid-write) is skipped with a warning.
+    """
     if not Path(path).exists():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            record = line
+        if isinstance(record, dict):
+            records.append(record)
+        elif record is not None:
+            log.warning("%s line %d skipped: not a JSON record", path, number)
+    return records

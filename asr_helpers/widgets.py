@@ -18,6 +18,7 @@ from asr_helpers.plots import spectrogram_figure
 
 WIDE = "460px"  # dropdowns wide enough for a LibriSpeech id plus its label
 LABEL = "80px"  # ipywidgets' description width, so every label in a panel lines up
+DECODER_TIPS = {"greedy": "best symbol per frame", "beam": "own prefix beam search", "lm": "beam search + n-gram LM"}
 
 
 class Panel:
@@ -85,18 +86,14 @@ class Transcriber:
     def views(self, wave: torch.Tensor, decoder: str = "beam", reference: str | None = None,
               name: str | None = None) -> tuple[str, list]:
         """The transcript, and what explains it: header, player, log-mel, CTC alignment, top beams."""
-        from asr_helpers.decoding import greedy_decode, prefix_beam_search
+        from asr_helpers.decoding import build_decoder, prefix_beam_search
         from asr_helpers.plots import alignment_figure
         feats, lengths = self.features(wave[None], torch.tensor([len(wave)]))
         log_probs, out_lengths = self.model(feats, lengths)
         matrix = log_probs[0, : out_lengths[0]].numpy()
         beams = prefix_beam_search(matrix, self.beam_width, self.tokenizer.blank_id)[:5]
-        if decoder == "lm" and self.lm_decoder is not None:
-            text = self.lm_decoder.decode(matrix)
-        elif decoder == "greedy":
-            text = greedy_decode(log_probs, out_lengths, self.tokenizer)[0]
-        else:
-            text = self.tokenizer.decode(list(beams[0][0]))
+        text = build_decoder(decoder, self.tokenizer, beam_width=self.beam_width,
+                             lm_decoder=self.lm_decoder).decode([matrix])[0]
         header = [f"{label:<10}: {value}" for label, value in (("file", name), ("reference", reference)) if value]
         header.append(f"{decoder:<10}: {text}")
         beam_lines = [f"  {score:9.2f}  {self.tokenizer.decode(list(ids))}" for ids, score in beams]
@@ -119,13 +116,13 @@ def transcription_panel(transcriber: Transcriber, frame: pd.DataFrame) -> None:
     import ipywidgets as widgets
 
     from asr_helpers.audio import AudioError
-    decoders = ["greedy", "beam"] + (["lm"] if transcriber.lm_decoder is not None else [])
+    from asr_helpers.decoding import available_decoders
+    decoders = available_decoders(transcriber.lm_decoder)
     pick = widgets.Dropdown(options=list(frame.id), description="utterance", layout=widgets.Layout(width=WIDE))
     upload = widgets.FileUpload(accept="audio/*,.wav,.flac,.ogg", multiple=False, description="upload audio",
                                 layout=widgets.Layout(width="160px"))
     decoder = widgets.ToggleButtons(options=decoders, value=decoders[-1], style={"button_width": "90px"},
-                                    tooltips=["best symbol per frame", "own prefix beam search",
-                                              "beam search + n-gram LM"][: len(decoders)])
+                                    tooltips=[DECODER_TIPS.get(name, name) for name in decoders])
     # A Label beside the buttons: ToggleButtons' own description would sit on a line above them.
     decoder_label = widgets.Label("decoder", layout=widgets.Layout(width=LABEL, justify_content="flex-end"))
     first = next(frame.itertuples())

@@ -20,6 +20,7 @@ from asr_helpers.decoding import (
     peaky_log_probs,
     prefix_beam_search,
 )
+from asr_helpers.decoding import DECODERS, available_decoders, build_decoder
 from asr_helpers.text import CharTokenizer
 
 TOK = CharTokenizer()
@@ -238,3 +239,40 @@ def test_bench_decode_reports_rates(caplog):
     assert result["utterances"] == 6 and result["frames"] == 240
     for key in ("greedy", "beam", "lm_pool1", "lm_pool2", "lm_pool_speedup"):
         assert result[key] > 0
+
+
+class FakeLM:
+    """Stands in for an LMDecoder: records the pool size and answers one text per utterance."""
+
+    def __init__(self):
+        self.pool_sizes = []
+
+    def decode_batch(self, matrices, pool_size=1):
+        self.pool_sizes.append(pool_size)
+        return [f"lm{len(m)}" for m in matrices]
+
+
+def test_registry_resolves_every_decoder_name_in_one_place():
+    matrices = [spelled("abba"), spelled("cab")]
+    assert build_decoder("greedy", TOK).decode(matrices) == ["abba", "cab"]
+    assert build_decoder("beam", TOK, beam_width=4).decode(matrices) == ["abba", "cab"]
+    lm = FakeLM()
+    assert build_decoder("lm", TOK, lm_decoder=lm, pool_size=3).decode(matrices) == [f"lm{len(m)}" for m in matrices]
+    assert lm.pool_sizes == [3]
+    assert available_decoders() == ["greedy", "beam"] and available_decoders(lm) == list(DECODERS)
+    with pytest.raises(ValueError, match="language model"):
+        build_decoder("lm", TOK)
+    with pytest.raises(ValueError, match="greedy"):
+        build_decoder("beam+lm", TOK)
+
+
+def test_registry_beam_decoder_is_the_prefix_beam_search():
+    # Frame-wise "a" wins each frame, but "b" collects more probability over its alignments.
+    matrix = log_rows([[0.4, 0.35, 0.25], [0.4, 0.35, 0.25]])
+    tok = CharTokenizer()
+    lp = np.full((2, tok.vocab_size), -30.0)
+    lp[:, :3] = matrix
+    lp -= np.logaddexp.reduce(lp, axis=1, keepdims=True)
+    best = prefix_beam_search(lp, 8, tok.blank_id)[0][0]
+    assert build_decoder("beam", tok, beam_width=8).decode([lp]) == [tok.decode(list(best))]
+    assert build_decoder("greedy", tok).decode([lp]) == greedy_decode(lp[None], np.array([2]), tok)

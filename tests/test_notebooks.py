@@ -48,5 +48,6 @@ def test_all_notebooks_run_with_the_smoke_profile():
     assert (paths.runs_dir() / "smoke" / "lm_params.json").exists()
     html = (paths.artifacts_dir() / "report-no-code.html").read_text()
     assert "Training curves" in html and "Decoders per split" in html
+    assert html.count("data:image/png") >= 6 and "Course checklist" in html and "<b>ref</b>" in html  # issue 17
     one_batch = nbformat.read(executed / "02_one_batch_test.ipynb", as_version=4)
     assert "both checks passed" in json.dumps(one_batch.cells[-1].outputs)

@@ -1,8 +1,17 @@
 import json
+import re
+from pathlib import Path
 
+import matplotlib.pyplot as plt
+import nbformat
+import numpy as np
+import papermill
 import pytest
+import soundfile
 
-from asr_helpers import paths, report
+from asr_helpers import checklist, paths, report
+from asr_helpers.notebooks import NOTEBOOKS_DIR, export_html
+from asr_helpers.rundir import RunDir
 
 
 def _fake_run(name: str, tokenizer: str = "char", decoders=("greedy", "beam", "lm")) -> None:
@@ -27,7 +36,7 @@ def test_no_runs_gives_a_clear_message():
         report.pick_run("missing")
 
 
-def test_reads_runs_ablations_examples_and_bonuses():
+def test_reads_runs_ablations_and_examples():
     _fake_run("a")
     _fake_run("b", tokenizer="bpe")
     assert report.pick_run(None).name in {"a", "b"}
@@ -37,8 +46,19 @@ def test_reads_runs_ablations_examples_and_bonuses():
     assert list(rows.run) == ["a"] and missing == ["nope"]
     examples = report.best_and_worst(paths.runs_dir() / "a", "test-clean", "beam", count=1)
     assert examples.kind.tolist() == ["best", "worst"] and examples.wer.tolist() == [0.0, pytest.approx(2 / 3)]
-    done = report.bonus_tasks(paths.runs_dir() / "a", ["a", "b"])
-    assert len(done) == 2 and "0.600 greedy -> 0.400 with LM" in done[0]
+    examples = report.best_and_worst(paths.runs_dir() / "a", "test-clean", "beam", count=3)
+    assert examples.id.tolist() == ["1-2-0000", "1-2-0001"]  # two utterances: each shown once, not as best and worst
+    assert report.analysed_decoder(report.decoder_results(paths.runs_dir() / "a")) == ("test-clean", "lm")
+    table = report.decoder_table(report.decoder_results(paths.runs_dir() / "a"))
+    assert list(table.columns[:3]) == ["WER greedy", "WER beam", "WER lm"] and table.loc["test-clean", "WER lm"] == 0.4
+
+
+def test_latest_attempt_drops_a_restarted_run_and_replaces_resumed_steps():
+    def records(*steps):
+        return [{"kind": "train", "step": s} for s in steps]
+    assert [r["step"] for r in report.latest_attempt(records(10, 20, 30, 10, 20))] == [10, 20]
+    assert [r["step"] for r in report.latest_attempt(records(10, 20, 30, 40, 30, 40, 50))] == [10, 20, 30, 40, 50]
+    assert report.latest_attempt([]) == []
 
 
 def test_audio_path_follows_the_librispeech_layout(tmp_path):
@@ -73,3 +93,146 @@ def test_audio_path_finds_librispeech_on_a_kaggle_mount(tmp_path, monkeypatch):
     assert report.audio_path(run, "test-clean", "1-2-0000") == downloaded / "1-2-0000.flac"
     (run / "config.json").write_text(json.dumps({"corpus": "librispeech", "data_root": str(tmp_path / "elsewhere")}))
     assert report.audio_path(run, "test-clean", "1-2-0000") == chapter / "1-2-0000.flac"  # as prepare_corpus would
+
+
+def _full_run(name: str, tokenizer: str = "char") -> Path:
+    """A run folder holding every record the report reads: history of two attempts, samples, media, LM grid."""
+    _fake_run(name, tokenizer)
+    run = paths.runs_dir() / name
+    history = []
+    for attempt_minutes in (0.0, 5.0):  # a first attempt that was started again from scratch
+        for step in (10, 20, 30):
+            minutes = attempt_minutes + step / 10
+            history.append({"kind": "train", "step": step, "loss": 3.0 / step, "grad_norm": 2.0, "lr": 1e-3,
+                            "minutes": minutes, "audio_hours": step / 100})
+            for split in ("dev-clean", "dev-other"):
+                history.append({"kind": f"eval/{split}", "step": step, "loss": 2.0, "wer": 0.9 - step / 100,
+                                "cer": 0.5 - step / 100, "minutes": minutes})
+    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    (run / "samples.jsonl").write_text(json.dumps({"name": "samples/dev-clean", "step": 30, "rows": [
+        {"id": "1-2-0000", "target": "the cat", "prediction": "the hat", "cer": 0.14, "wer": 0.5}]}) + "\n")
+    files = RunDir(run)
+    files.media.mkdir()
+    for media_name in ("train/spectrogram", "train/spectrogram_augmented", "eval/dev-clean/spectrogram"):
+        plt.imsave(files.media_file(media_name, 30, "png"), np.random.default_rng(0).random((8, 20)))
+    soundfile.write(files.media_file("train/augmented_audio", 30, "wav"), np.zeros(1600, dtype=np.float32), 16000)
+    (run / "lm_params.json").write_text(json.dumps({"alpha": 0.5, "beta": 1.0, "wer": 0.4, "alphas": [0.0, 0.5],
+                                                    "betas": [0.0, 1.0], "grid": [[0.6, 0.55], [0.45, 0.4]], "lm": None}))
+    (run / "recogs-test-clean-lm.txt").write_text(
+        "1-2-0000\tref=the cat sat\thyp=the cat sat\n1-2-0001\tref=on a mat\thyp=in a hat\n"
+        "7-8-0000\tref=by the fire\thyp=by the fir\n")
+    return run
+
+
+def test_reads_media_lm_grid_and_ablation_histories():
+    run = _full_run("a")
+    assert [r["minutes"] for r in report.history(run) if r["kind"] == "train"] == [6.0, 7.0, 8.0]  # last attempt only
+    assert list(report.spectrogram_images(run)) == ["train utterance (features before SpecAugment)",
+                                                    "the same train utterance after augmentation (SpecAugment masks)",
+                                                    "dev utterance (dev-clean)"]
+    assert report.augmented_audio(run).name == "train_augmented_audio-0000030.wav"
+    assert report.attention_images(run) == {}
+    assert report.lm_grid(run).alpha == 0.5 and report.lm_grid(paths.runs_dir()) is None
+    samples = report.latest_samples(run)
+    assert samples[["split", "prediction", "wer"]].values.tolist() == [["dev-clean", "the hat", 0.5]]
+    histories, labels, missing = report.ablation_histories(["a", "nope", "a"])
+    assert list(histories) == ["a"] and missing == ["nope"]
+    assert labels["a"] == "a (tokenizer=char, augment=light)"
+    speakers = report.speaker_table(run, "test-clean", report.recogs(run, "test-clean", "lm"))
+    assert speakers.speaker.tolist() == ["1", "7"] and speakers.cer.tolist() == [pytest.approx(2 / 19), pytest.approx(1 / 11)]
+
+
+def test_checklist_marks_every_course_item_from_the_run_files():
+    full = _full_run("full")
+    _full_run("bpe", tokenizer="bpe")
+    checks = {c.item: c for c in checklist.course_checklist(full, ["full", "bpe", "missing"])}
+    required = [c for c in checks.values() if c.kind == "required"]
+    assert len(required) == 8 and all(c.present for c in required), [c for c in required if not c.present]
+    assert checks["external LM at inference, shown to help (+1)"].present
+    assert "test-clean 0.550 -> 0.400" in checks["external LM at inference, shown to help (+1)"].evidence
+    assert checks["BPE tokenisation with an ablation against characters (+1)"].present
+    attention = checks["LAS attention model with attention maps (up to +3)"]
+    assert not attention.present and attention.evidence == "no attention decoder in this run"
+
+    _fake_run("bare", decoders=("greedy",))
+    (paths.runs_dir() / "bare" / "config.json").write_text(json.dumps({"augment": "none"}))
+    bare = {c.item: c for c in checklist.course_checklist(paths.runs_dir() / "bare")}
+    assert not any(c.present for c in bare.values())
+    assert bare["own beam search better than argmax"].evidence == "no split decoded with both greedy and beam"
+    html = checklist.checklist_html(bare.values())
+    assert html.count(">missing<") == len(bare) and "Missing required items:" in html
+
+
+def test_checklist_links_point_at_report_headings():
+    notebook = nbformat.read(NOTEBOOKS_DIR / "05_report.ipynb", as_version=4)
+    headings = {line[3:].strip() for c in notebook.cells if c.cell_type == "markdown"
+                for line in c.source.splitlines() if line.startswith("## ")}
+    assert set(checklist.SECTIONS) <= headings
+    assert checklist.section_link("Training curves") == '<a href="#Training-curves">Training curves</a>'
+
+
+def test_augmentation_types_of_the_presets():
+    assert checklist.augmentation_types("none") == []
+    assert len(checklist.augmentation_types("light")) >= 4 and "SpecAugment" in checklist.augmentation_types("full")
+    assert checklist.augmentation_types([{"name": "speed"}, {"name": "noise"}]) == ["speed", "noise"]
+
+
+def _render_report(tmp_path, run_name: str) -> tuple[list, str]:
+    """Execute 05 on the isolated artifacts; the outputs of its code cells and its no-code HTML."""
+    executed = tmp_path / "05.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS_DIR / "05_report.ipynb"), str(executed), parameters={"run_name": run_name},
+                               cwd=str(paths.REPO_ROOT), kernel_name="python3", progress_bar=False)
+    export_html(executed)
+    outputs = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+    return outputs, (paths.artifacts_dir() / "report-no-code.html").read_text()
+
+
+@pytest.mark.slow
+def test_report_renders_every_section_with_figures_checklist_and_aligned_examples(tmp_path):
+    _full_run("ablation-aug-none")
+    _full_run("ablation-aug-full")
+    _full_run("ablation-bpe", tokenizer="bpe")
+    _full_run("main")
+    outputs, html = _render_report(tmp_path, "main")
+    assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"]
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    # curves, 3 spectrograms, decoder bars, LM grid, 2 ablation figures, CER per speaker, frequent edits
+    assert len(figures) >= 10 and html.count("data:image/png") >= 10
+    assert "Course checklist" in html and html.count(">present<") >= 9
+    assert html.count("<b>ref</b>") == 3 and "background:#fdd49e" in html  # best/worst aligned, a substitution coloured
+    assert "Not recorded for this run" not in html and "No attention decoder in this run" in html
+    anchors = set(re.findall(r'id="([^"]+)"', html))
+    assert set(re.findall(r'href="#([^"]+)"', html)) <= anchors  # contents and checklist links
+
+
+@pytest.mark.slow
+def test_report_renders_a_run_without_records_with_a_note_per_section(tmp_path):
+    run = paths.runs_dir() / "bare"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"corpus": "synthetic"}))
+    (run / "train_summary.json").write_text(json.dumps({"epochs": 1, "steps": 1, "minutes": 0.1, "final": {}}))
+    outputs, html = _render_report(tmp_path, "bare")
+    assert not [o for o in outputs if o.output_type == "error"]
+    for missing in ("the run logged no scalars", "sample tables are written", "no spectrograms in", "no decoding results",
+                    "notebook 04 writes it", "ablation-aug-none", "no per-utterance results", "No attention decoder"):
+        assert missing in html, missing
+    assert "Course checklist" in html and html.count(">missing<") == 11
+
+
+def test_unreadable_records_are_skipped_with_a_warning_naming_the_file(caplog):
+    run = _full_run("a")
+    with (run / "history.jsonl").open("a") as handle:
+        handle.write('{"kind": "train", "ste')  # a run killed mid-write
+    with (run / "recogs-test-clean-lm.txt").open("a") as handle:
+        handle.write("no tabs on this line\n")
+    (run / "decoding.json").write_text("[{\"split\": ")
+    (run / "lm_params.json").write_text(json.dumps({"alpha": 0.5}))
+    assert len(report.history(run)) == 9
+    assert report.recogs(run, "test-clean", "lm").id.tolist() == ["1-2-0000", "1-2-0001", "7-8-0000"]
+    assert report.decoder_results(run).empty and report.lm_grid(run) is None
+    assert {c.item: c.present for c in checklist.course_checklist(run)}["gradient norm"]
+    warnings = caplog.text
+    for name in ("history.jsonl line 19", "recogs-test-clean-lm.txt line 4", "decoding.json skipped", "lm_params.json skipped"):
+        assert name in warnings, name
+    (run / "decoding.json").write_text(json.dumps([{"split": "dev-clean"}]))
+    assert report.decoder_results(run).empty and "expected the fields split, decoder" in caplog.text

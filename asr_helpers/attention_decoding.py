@@ -1,0 +1,204 @@
+"""Decoders of the attention model: greedy, beam search, joint CTC/attention, N-best LM rescoring.
+
+Every search drives a decoder through three calls (``AttentionDecoder`` has them, and a test can
+hand in a table): ``initial_state(memory)``, ``step(memory, tokens, state) -> (logits, state)``
+and ``state.select(index)``, plus the end symbol ``decoder.eos``. Hypotheses hold token ids; the
+tokenizer turns them into text.
+
+- ``attention_greedy``: the most likely next symbol until the end symbol, a batch at once.
+- ``beam_search``: a beam over hypotheses of one utterance, scored by the decoder's log-probs;
+  with a ``CTCPrefixScorer`` and ``ctc_weight > 0`` it is the joint one-pass search of Watanabe
+  et al. (2017), each extension scored ``(1 - w) * attention + w * CTC prefix``.
+- ``search_batch``: either search for every utterance of an encoded batch.
+- ``rescore_nbest``/``tune_rescoring``: a word LM re-ranks the beam's N best
+  (``score + alpha * lm + beta * words``), alpha and beta tuned on dev like the CTC LM decoder's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from asr_helpers.ctc_prefix import LOG_ZERO, CTCPrefixScorer
+from asr_helpers.lm import TuneResult
+from asr_helpers.metrics import wer
+
+CTC_CANDIDATE_RATIO = 1.5  # candidates per hypothesis scored by CTC: this times the beam (ESPnet's choice)
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]
+    score: float              # the search's combined log score (end symbol included once ended)
+    attention: float = 0.0    # sum of the decoder's log-probs
+    ctc: float = 0.0          # CTC prefix score of ``tokens`` (of the whole transcript once ended)
+    ended_at: int = -1        # step at which the end symbol was chosen (-1: still open)
+
+    def normalised(self) -> float:
+        """Score per output symbol (end included), so short transcripts are not favoured."""
+        return self.score / (len(self.tokens) + 1)
+
+
+def _check_memory(memory) -> None:
+    if memory.values.shape[0] != 1:
+        raise ValueError(f"beam search decodes one utterance at a time, got a batch of {memory.values.shape[0]}")
+
+
+@torch.no_grad()
+def attention_greedy(decoder, memory, max_lengths: torch.Tensor) -> list[list[int]]:
+    """Most likely symbol at each step for a batch, until the end symbol or ``max_lengths`` symbols."""
+    batch = memory.values.shape[0]
+    state = decoder.initial_state(memory)
+    tokens = torch.full((batch,), decoder.eos, dtype=torch.long, device=memory.values.device)
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    open_rows = [True] * batch
+    limits = max_lengths.tolist()
+    for step in range(int(max(limits, default=0))):
+        logits, state = decoder.step(memory, tokens, state)
+        tokens = logits.argmax(-1)
+        for row, token in enumerate(tokens.tolist()):
+            if open_rows[row]:
+                open_rows[row] = token != decoder.eos and step < limits[row]
+                if open_rows[row]:
+                    outputs[row].append(token)
+        if not any(open_rows):
+            break
+    return outputs
+
+
+def _extensions(hypotheses: list[Hypothesis], log_probs: torch.Tensor, beam: int, ctc: CTCPrefixScorer | None,
+                ctc_states: list, ctc_weight: float) -> list[tuple[float, int, int, float, float, object]]:
+    """Candidate extensions ``(score, hypothesis, token, attention, ctc, ctc_state)``, the best ``beam`` overall.
+
+    With CTC, each hypothesis's ``1.5 x beam`` best symbols by attention are also CTC-scored
+    (all hypotheses in one call: at one step they have one length).
+    """
+    width = beam if ctc is None else min(log_probs.shape[1] - 1, int(CTC_CANDIDATE_RATIO * beam))
+    top_scores, top_tokens = log_probs.topk(width, dim=-1)
+    attention, tokens = top_scores.double().numpy(), top_tokens.numpy()
+    if ctc is None:
+        local, prefix, states = attention, np.zeros_like(attention), [[None] * width] * len(hypotheses)
+    else:
+        prefix, states = ctc.score_beam([h.tokens for h in hypotheses], ctc_states, tokens)
+        previous = np.array([h.ctc for h in hypotheses])[:, None]
+        local = (1.0 - ctc_weight) * np.maximum(attention, LOG_ZERO) + ctc_weight * (prefix - previous)
+        local[np.isneginf(attention)] = -np.inf  # symbols the decoder rules out stay out at any weight
+    found = []
+    for i, hypothesis in enumerate(hypotheses):
+        for k in np.argsort(-local[i], kind="stable")[:beam]:
+            found.append((hypothesis.score + float(local[i, k]), i, int(tokens[i, k]),
+                          hypothesis.attention + float(attention[i, k]), float(prefix[i, k]), states[i][k]))
+    found.sort(key=lambda item: -item[0])
+    return found[:beam]
+
+
+def end_detected(ended: list[Hypothesis], step: int, window: int, margin: float) -> bool:
+    """ESPnet's end detection: for each of the last ``window`` steps, what ended then was ``margin`` below the best."""
+    if not ended:
+        return False
+    best = max(h.score for h in ended)
+    for back in range(window):
+        at_step = [h.score for h in ended if h.ended_at == step - back]
+        if not at_step or max(at_step) - best >= -margin:
+            return False
+    return True
+
+
+@torch.no_grad()
+def beam_search(decoder, memory, beam: int = 8, *, ctc: CTCPrefixScorer | None = None, ctc_weight: float = 0.0,
+                max_length: int | None = None, length_normalise: bool = True, nbest: int = 1,
+                end_window: int = 3, end_margin: float = 10.0) -> list[Hypothesis]:
+    """The ``nbest`` best hypotheses of one utterance (``memory`` of batch 1), best first.
+
+    ``max_length`` defaults to the utterance's encoder frames (a CTC alignment needs one frame
+    per symbol); open hypotheses still alive there are closed as they stand. The search stops
+    when every hypothesis ended or ESPnet's end detection fires.
+    """
+    _check_memory(memory)
+    if beam < 1 or nbest < 1:
+        raise ValueError(f"beam and nbest must be at least 1, got {beam} and {nbest}")
+    if not 0.0 <= ctc_weight <= 1.0 or (ctc is None and ctc_weight > 0.0):
+        raise ValueError(f"ctc_weight must lie in [0, 1] and needs a CTC scorer when above 0, got {ctc_weight}")
+    if ctc is not None and ctc.eos != decoder.eos:
+        raise ValueError(f"the CTC scorer's end symbol {ctc.eos} is not the decoder's {decoder.eos}")
+    frames = int(memory.mask.sum())
+    max_length = frames if max_length is None else max_length
+    open_hyps = [Hypothesis([], 0.0)]
+    ctc_states = [None if ctc is None else ctc.initial_state()]
+    state = decoder.initial_state(memory)
+    ended: list[Hypothesis] = []
+    for step in range(max_length + 1):
+        tokens = torch.tensor([h.tokens[-1] if h.tokens else decoder.eos for h in open_hyps], device=memory.values.device)
+        logits, state = decoder.step(memory.expand(len(open_hyps)), tokens, state)
+        log_probs = logits.float().log_softmax(-1).cpu()
+        if step == max_length:  # no room left: only the end symbol may follow
+            keep = torch.full_like(log_probs, float("-inf"))
+            keep[:, decoder.eos] = log_probs[:, decoder.eos]
+            log_probs = keep
+        chosen = _extensions(open_hyps, log_probs, beam, ctc, ctc_states, ctc_weight)
+        next_hyps, next_ctc, rows = [], [], []
+        for score, i, token, attention, prefix, ctc_state in chosen:
+            if score == float("-inf"):
+                continue
+            if token == decoder.eos:
+                ended.append(Hypothesis(open_hyps[i].tokens, score, attention, prefix, step))
+            else:
+                next_hyps.append(Hypothesis(open_hyps[i].tokens + [token], score, attention, prefix))
+                next_ctc.append(ctc_state)
+                rows.append(i)
+        if not next_hyps or end_detected(ended, step, end_window, end_margin):
+            break
+        open_hyps, ctc_states = next_hyps, next_ctc
+        state = state.select(torch.tensor(rows, device=memory.values.device))
+    ranked = sorted(ended, key=(Hypothesis.normalised if length_normalise else lambda h: h.score), reverse=True)
+    return ranked[:nbest]
+
+
+def search_batch(model, encoded, beam: int = 8, ctc_weight: float = 0.0, nbest: int = 1,
+                 length_normalise: bool = True) -> list[list[Hypothesis]]:
+    """Beam search of every utterance a ``JointCTCAttention`` encoded: attention only when
+    ``ctc_weight`` is 0, else joint with the CTC head's prefix scores."""
+    memory = model.memory(encoded)
+    results = []
+    for row, frames in enumerate(encoded.lengths.tolist()):
+        ctc = None if ctc_weight == 0.0 else CTCPrefixScorer(encoded.log_probs[row, :frames], model.blank, model.eos)
+        results.append(beam_search(model.decoder, memory.utterance(row), beam, ctc=ctc, ctc_weight=ctc_weight,
+                                   nbest=nbest, length_normalise=length_normalise))
+    return results
+
+
+def rescore_nbest(candidates: Sequence[tuple[str, float]], lm_score: Callable[[str], float],
+                  alpha: float, beta: float) -> str:
+    """The text maximising ``score + alpha * lm_score(text) + beta * words`` among ``(text, score)`` pairs.
+
+    ``lm_score`` gives a word sequence's natural-log probability (a KenLM model's ``score`` is
+    log10: multiply by ln 10). Ties keep the search's order.
+    """
+    if not candidates:
+        raise ValueError("no candidates to rescore")
+    totals = [score + alpha * lm_score(text) + beta * len(text.split()) for text, score in candidates]
+    return candidates[int(np.argmax(totals))][0]
+
+
+def tune_rescoring(nbests: Sequence[Sequence[tuple[str, float]]], references: Sequence[str],
+                   lm_score: Callable[[str], float], *, alphas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8),
+                   betas: Sequence[float] = (0.0, 0.5, 1.0, 2.0)) -> TuneResult:
+    """Grid-search alpha and beta by corpus WER on dev N-best lists (each text's LM score computed once).
+
+    Ties go to the smaller alpha, then the smaller beta, as for the CTC LM decoder.
+    """
+    if len(nbests) != len(references) or not references:
+        raise ValueError(f"need one N-best list per reference (>0), got {len(nbests)} and {len(references)}")
+    if not alphas or not betas:
+        raise ValueError("alphas and betas need at least one value each")
+    cache: dict[str, float] = {}
+    cached = lambda text: cache[text] if text in cache else cache.setdefault(text, lm_score(text))  # noqa: E731
+    grid = np.zeros((len(alphas), len(betas)))
+    for i, alpha in enumerate(alphas):
+        for j, beta in enumerate(betas):
+            grid[i, j] = wer(references, [rescore_nbest(nbest, cached, alpha, beta) for nbest in nbests])
+    i, j = np.unravel_index(np.argmin(grid), grid.shape)
+    return TuneResult(float(alphas[i]), float(betas[j]), float(grid[i, j]), [float(a) for a in alphas],
+                      [float(b) for b in betas], grid.tolist())
