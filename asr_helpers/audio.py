@@ -17,7 +17,11 @@ SAMPLE_RATE = 16000
 
 
 class AudioError(ValueError):
-    """A file that cannot be used as speech input."""
+    """A file that cannot be used as speech input; ``reason`` says why without the path."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
 
 
 @lru_cache(maxsize=8)
@@ -30,12 +34,12 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise AudioError(f"{path}: unreadable audio ({error})") from None
+        raise AudioError(path, f"unreadable audio ({error})") from None
     if data.size == 0:
-        raise AudioError(f"{path}: empty audio")
+        raise AudioError(path, "empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "audio holds NaN or infinite samples")
     wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     if rate != sample_rate:
         wave = _resampler(rate, sample_rate)(wave)
-    if not torch.isfinite(wave).all():
-        raise AudioError(f"{path}: audio holds NaN or infinite samples")
     return wave

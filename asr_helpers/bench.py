@@ -265,6 +265,50 @@ def run(what: str, args) -> dict:
                            args.compare_baseline, rnn_type=args.rnn_type)
     if what == "data":
         return bench_data(args.workers, args.seconds)
+    if what == "transcribe":
+        return bench_transcribe(args.checkpoint, args.utterances, args.lm)
     from asr_helpers import paths
     from asr_helpers.lm import bench_lm_decoding
     return dict(bench_lm_decoding(paths.cache_dir() / "bench_lm"), benchmark="decode")
+
+
+def bench_transcribe(checkpoint: Path, utterances: int = 500, lm_path: Path | None = None,
+                     decoders: tuple[str, ...] = ("greedy", "beam", "lm"), synth_minutes: float = 20.0,
+                     pool_size: int = 2, beam_width: int = 32) -> dict:
+    """Files per second of ``transcribe``, batched (its default) and one file at a time, per decoder.
+
+    The files are ``utterances`` copies of the offline corpus's test-clean and test-other
+    utterances (a small corpus repeats them), so lengths are those of real test audio. Each
+    timing covers the whole command: model (and LM) loading, reading, features, model, decoding.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from asr_helpers.corpora import prepare_corpus
+    from asr_helpers.inference import transcribe
+    from asr_helpers.lm import corpus_language_model
+    from asr_helpers.manifest import load_splits
+    if checkpoint is None:
+        raise ValueError("bench transcribe needs --checkpoint PATH (a model to time)")
+    splits = ["test-clean", "test-other"]
+    pool = load_splits(prepare_corpus("synthetic", splits, synth_minutes=synth_minutes), splits)
+    picked = [pool[i % len(pool)] for i in range(utterances)]
+    result = {"benchmark": "transcribe", "utterances": utterances, "distinct": min(len(pool), utterances),
+              "audio_seconds": round(sum(u.seconds for u in picked), 1), "pool_size": pool_size}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "in"
+        folder.mkdir()
+        for i, utterance in enumerate(picked):
+            shutil.copy(utterance.path, folder / f"{i:04d}-{utterance.id}.flac")
+        for decoder in decoders:
+            lm = (lm_path or corpus_language_model("synthetic")) if decoder == "lm" else None
+            for mode, batch_seconds in (("batched", 120.0), ("one_at_a_time", 0.0)):
+                started = time.perf_counter()
+                report = transcribe(checkpoint, [folder], Path(tmp) / f"{decoder}-{mode}", decoder=decoder,
+                                    lm_path=lm, beam_width=beam_width, batch_seconds=batch_seconds,
+                                    pool_size=pool_size)
+                result[f"{decoder}_{mode}_utt_per_sec"] = len(report.written) / (time.perf_counter() - started)
+            result[f"{decoder}_batching_speedup"] = (result[f"{decoder}_batched_utt_per_sec"]
+                                                     / result[f"{decoder}_one_at_a_time_utt_per_sec"])
+    return result

@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from asr_helpers.decoding import DECODERS
+
 
 def _corpus_synth(args) -> None:
     from asr_helpers.synthetic import synthesize_corpus
@@ -78,9 +80,9 @@ def _train(args) -> None:
 def _transcribe(args) -> None:
     from asr_helpers.inference import transcribe
     report = transcribe(args.checkpoint, args.input, args.output, decoder=args.decoder, lm_path=args.lm,
-                        beam_width=args.beam_width)
+                        beam_width=args.beam_width, batch_seconds=args.batch_seconds, pool_size=args.pool_size)
     print(report.summary())
-    if report.written == 0:
+    if not report.written:
         sys.exit(1)
 
 
@@ -166,9 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--checkpoint", type=Path, required=True)
     transcribe.add_argument("--input", type=Path, nargs="+", required=True, help="audio files or folders")
     transcribe.add_argument("--output", type=Path, required=True)
-    transcribe.add_argument("--decoder", choices=("greedy", "beam", "lm"), default="beam")
+    transcribe.add_argument("--decoder", choices=DECODERS, default="beam")
     transcribe.add_argument("--lm", type=Path, default=None, help="KenLM model (arpa or binary) for --decoder lm")
     transcribe.add_argument("--beam-width", type=int, default=32)
+    transcribe.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per model batch")
+    transcribe.add_argument("--pool-size", type=int, default=2, help="processes for --decoder lm")
     transcribe.set_defaults(func=_transcribe)
 
     score = commands.add_parser("score", help="corpus WER/CER of a predictions folder against references")
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=_score)
 
     bench = commands.add_parser("bench", help="throughput benchmarks (JSON line on stdout)")
-    bench.add_argument("what", choices=("train", "data", "decode"))
+    bench.add_argument("what", choices=("train", "data", "decode", "transcribe"))
     bench.add_argument("--model", default="small")
     bench.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
     bench.add_argument("--device", default="auto")
@@ -186,15 +190,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=2)
     bench.add_argument("--compare-baseline", action="store_true")
     bench.add_argument("--rnn-type", choices=("gru", "lstm"), default=None, help="default: the preset's")
+    bench.add_argument("--checkpoint", type=Path, default=None, help="transcribe: the model to time")
+    bench.add_argument("--lm", type=Path, default=None, help="transcribe: KenLM for --decoder lm (default: the offline corpus's)")
+    bench.add_argument("--utterances", type=int, default=500, help="transcribe: files to transcribe")
     bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command; a user's mistake (bad path, value, file, missing tool) is one line on stderr, exit 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    import yaml
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, RuntimeError, OSError, ImportError, yaml.YAMLError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -1,9 +1,13 @@
 """Every training tunable in one place, with the value used on a Kaggle GPU in the comment.
 
-Unknown keys are an error (a typo must not silently fall back to a default).
+Unknown keys are an error (a typo must not silently fall back to a default), and so is a
+value of the wrong type: ``check_parameters`` compares each value with its annotation and
+names the parameter, the value and the expected type in one line.
 """
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -47,6 +51,7 @@ class TrainConfig:
     device: str = "auto"                    # auto | cpu | cuda
 
     def __post_init__(self):
+        check_parameters(typing.get_type_hints(type(self)), {f.name: getattr(self, f.name) for f in fields(self)})
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.augment not in AUGMENT_LEVELS:
@@ -56,8 +61,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.max_seconds > self.batch_seconds:
             raise ValueError("max_seconds must not exceed batch_seconds (a batch must hold the longest utterance)")
-        if isinstance(self.train_splits, str) or isinstance(self.dev_splits, str):
-            raise ValueError("train_splits and dev_splits are lists of split names")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -69,3 +72,42 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list",
+               dict: "a mapping", type(None): "None"}
+
+
+def check_parameters(annotations: dict, values: dict) -> None:
+    """Raise ``ValueError`` for the first value that does not fit its annotation.
+
+    Ints accept ints, floats accept ints and floats (never bools), ``Optional`` accepts None,
+    ``list[X]`` accepts lists of X. A notebook calls it with its ``__annotations__`` and ``globals()``.
+    """
+    for name, hint in annotations.items():
+        if name in values and not _fits(values[name], hint):
+            raise ValueError(f"{name} must be {_describe(hint)}, got {values[name]!r}")
+
+
+def _fits(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is list or hint is list:
+        return isinstance(value, list) and (not args or all(_fits(item, args[0]) for item in value))
+    if hint is typing.Any:
+        return True
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, origin or hint)
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if (origin is list or hint is list) and args:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return _TYPE_NAMES.get(origin or hint, getattr(hint, "__name__", str(hint)))

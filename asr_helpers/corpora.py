@@ -1,4 +1,4 @@
-"""One entry point for every corpus: returns a LibriSpeech-layout root holding the splits.
+"""One entry point for every corpus: finds each split's LibriSpeech-layout root.
 
 ``synthetic`` renders the offline TTS corpus on first use; ``librispeech`` and
 ``mini_librispeech`` use a mounted copy (Kaggle input) when present, else download.
@@ -35,31 +35,39 @@ def find_corpus_root(corpus: str, split: str, root: str | Path | None = None,
 
 
 def prepare_corpus(corpus: str, splits: list[str], root: str | Path | None = None,
-                   synth_minutes: float = 60.0, seed: int = 0) -> Path:
-    """The LibriSpeech root (the folder holding ``<split>/``) for ``corpus``, ready to index.
+                   synth_minutes: float = 60.0, seed: int = 0) -> dict[str, Path]:
+    """Each split's LibriSpeech root (the folder holding ``<split>/``) for ``corpus``, ready to index.
 
-    A ``root`` that already holds every split is used as it is, whatever the corpus.
+    Each split is found on its own, so a Kaggle dataset holding the clean splits and another
+    holding the other splits both serve one run. A ``root`` holding a split is used for it
+    as it is, whatever the corpus.
     """
     if corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r}; choose from {CORPORA}")
-    if root is not None and all((Path(root) / split).is_dir() for split in splits):
-        return Path(root)
+    given = {split: Path(root) for split in splits if root is not None and (Path(root) / split).is_dir()}
+    missing = [split for split in splits if split not in given]
+    if not missing:
+        return given
     if corpus == "synthetic":
-        unknown = sorted(set(splits) - set(SYNTHETIC_SPLITS))
-        if unknown:
-            raise ValueError(f"the synthetic corpus has no split {unknown}; it has {SYNTHETIC_SPLITS}")
-        if root is not None:
-            raise FileNotFoundError(f"{root} does not hold the splits {splits}; use root=None to render the corpus")
-        out = synthetic_root(synth_minutes, seed)
-        librispeech_root = out / "LibriSpeech"
-        if not (out / ".complete").exists():
-            from asr_helpers.synthetic import synthesize_corpus
-            print(f"rendering the offline corpus ({synth_minutes:g} min of speech) into {out} ...")
-            print(synthesize_corpus(out, minutes=synth_minutes, seed=seed))
-            (out / ".complete").touch()
-        return librispeech_root
-    from asr_helpers.librispeech import ensure_split
-    roots = {ensure_split(split, root=Path(root) if root else None) for split in splits}
-    if len(roots) > 1:
-        raise RuntimeError(f"splits were found under different roots {sorted(map(str, roots))}; pass root=")
-    return roots.pop()
+        found = {**given, **_synthetic_splits(missing, root, synth_minutes, seed)}
+    else:
+        from asr_helpers.librispeech import ensure_split
+        found = {**given, **{split: ensure_split(split, root=Path(root) if root else None) for split in missing}}
+    return {split: found[split] for split in splits}
+
+
+def _synthetic_splits(splits: list[str], root: str | Path | None, synth_minutes: float, seed: int) -> dict[str, Path]:
+    """Render the offline corpus on first use; every split shares its root."""
+    unknown = sorted(set(splits) - set(SYNTHETIC_SPLITS))
+    if unknown:
+        raise ValueError(f"the synthetic corpus has no split {unknown}; it has {SYNTHETIC_SPLITS}")
+    if root is not None:
+        raise FileNotFoundError(f"{root} does not hold the splits {splits}; use root=None to render the corpus")
+    out = synthetic_root(synth_minutes, seed)
+    if not (out / ".complete").exists():
+        from asr_helpers.synthetic import synthesize_corpus
+        print(f"rendering the offline corpus ({synth_minutes:g} min of speech) into {out} ...")
+        print(synthesize_corpus(out, minutes=synth_minutes, seed=seed))
+        (out / ".complete").touch()
+    return {split: out / "LibriSpeech" for split in splits}
+

@@ -41,11 +41,11 @@ def dev_subset(utterances: list[Utterance], limit: int, seed: int) -> list[Utter
 def load_corpus(config: TrainConfig) -> tuple[list[Utterance], dict[str, list[Utterance]]]:
     """Training utterances and every dev split's utterances (the one place that finds the corpus)."""
     c = config
-    root = prepare_corpus(c.corpus, c.train_splits + c.dev_splits, c.data_root, c.synth_minutes, c.seed)
-    train = load_splits(root, c.train_splits, max_seconds=c.max_seconds)
+    roots = prepare_corpus(c.corpus, c.train_splits + c.dev_splits, c.data_root, c.synth_minutes, c.seed)
+    train = load_splits(roots, c.train_splits, max_seconds=c.max_seconds)
     if not train:
-        raise RuntimeError(f"no usable training utterances in {root} {c.train_splits}")
-    return train, {split: load_splits(root, [split]) for split in c.dev_splits}
+        raise RuntimeError(f"no usable training utterances in {c.train_splits} ({roots})")
+    return train, {split: load_splits(roots, [split]) for split in c.dev_splits}
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pathlib import Path
 from asr_helpers import paths
 from asr_helpers.download import ArchiveError, DownloadError, extraction_marker, fetch
 
-KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_INPUT = Path("/kaggle/input")  # where Kaggle mounts datasets; ASR_KAGGLE_INPUT overrides it (tests)
 SEARCH_DEPTH = 6          # /kaggle/input/<dataset>/<split>/LibriSpeech/<split> is 4 deep
 SEARCH_MAX_DIRS = 5000    # stop looking rather than crawl a huge tree
 
@@ -126,16 +126,21 @@ def split_url(split: str, mirror: str | None = None, base_url: str | None = None
     return f"{host}/resources/{info.resource}/{info.archive}"
 
 
+def kaggle_input() -> Path:
+    """Where mounted datasets are searched: ``$ASR_KAGGLE_INPUT``, else ``/kaggle/input``."""
+    return Path(os.environ.get("ASR_KAGGLE_INPUT", KAGGLE_INPUT))
+
+
 def find_mounted(split: str, search_roots: list[Path] | None = None) -> Path | None:
     """The LibriSpeech root holding a usable ``<split>/`` under ``search_roots``, or None.
 
     Kaggle datasets nest the split in different ways (``<ds>/LibriSpeech/<split>``,
     ``<ds>/<split>/LibriSpeech/<split>``, ...), so this walks breadth first to a bounded
     depth, never into speaker folders or hidden ones, and returns the shallowest match.
-    ``search_roots`` defaults to ``/kaggle/input``.
+    ``search_roots`` defaults to ``kaggle_input()``.
     """
     split_info(split)
-    for root in search_roots if search_roots is not None else [KAGGLE_INPUT]:
+    for root in search_roots if search_roots is not None else [kaggle_input()]:
         found = _search(Path(root), split)
         if found is not None:
             return found

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -144,11 +145,14 @@ def index_split(root: Path, split: str, use_cache: bool = True) -> SplitIndex:
     return index
 
 
-def load_splits(root: Path, splits: list[str], max_seconds: float | None = None) -> list[Utterance]:
-    """Utterances of several splits, optionally without those longer than ``max_seconds``."""
+def load_splits(root: Path | Mapping[str, Path], splits: list[str], max_seconds: float | None = None) -> list[Utterance]:
+    """Utterances of several splits, optionally without those longer than ``max_seconds``.
+
+    ``root`` is one LibriSpeech root, or each split's root as ``corpora.prepare_corpus`` returns them.
+    """
     rows: list[Utterance] = []
     for split in splits:
-        index = index_split(root, split)
+        index = index_split(root[split] if isinstance(root, Mapping) else root, split)
         print(index.summary())
         rows += index.utterances
     if max_seconds is not None:

@@ -1,8 +1,9 @@
 """Run the numbered notebooks headless with papermill and a parameter profile.
 
-A profile (``notebooks/params/<name>.yaml``) maps parameter names to values, with optional
-per-notebook sections; each notebook receives only the keys its ``parameters`` cell declares, so
-papermill never warns about foreign parameters.
+A profile (``notebooks/params/<name>.yaml``) is a plain papermill parameter file: a flat
+mapping of parameter names to values, so ``papermill -f PROFILE.yaml`` works for every notebook.
+Here each notebook receives only the keys its ``parameters`` cell declares, so papermill never
+warns about foreign parameters.
 Executed copies land in ``artifacts/executed/<profile>/``; a marker records a finished stage so
 ``--skip-done`` can resume a long run after a failure.
 """
@@ -28,20 +29,20 @@ def load_profile(name: str) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"no profile {name!r} ({path}); known profiles: {known}")
-    return yaml.safe_load(path.read_text()) or {}
+    profile = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(profile, dict):
+        raise ValueError(f"{path}: a profile maps parameter names to values")
+    bad = [key for key in profile if not (isinstance(key, str) and key.isidentifier())]
+    if bad:
+        raise ValueError(f"{path}: {bad} are not parameter names (a profile is flat: name: value)")
+    return profile
 
 
 def notebook_parameters(notebook: Path, profile: dict) -> dict:
-    """The profile's values for the parameters this notebook declares.
-
-    Top-level keys are shared by every notebook; a section named after a notebook (e.g.
-    ``02_one_batch_test:``) overrides them for that notebook only.
-    """
+    """The profile's values for the parameters this notebook declares."""
     import papermill
     declared = papermill.inspect_notebook(str(notebook))
-    values = {k: v for k, v in profile.items() if not isinstance(v, dict)}
-    values.update(profile.get(notebook.stem, {}))
-    return {k: v for k, v in values.items() if k in declared}
+    return {k: v for k, v in profile.items() if k in declared}
 
 
 def _stamp(notebook: Path, parameters: dict) -> str:
@@ -113,7 +114,7 @@ def main() -> None:
     overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     try:
         run_notebooks(args.profile, args.only, args.skip_done, overrides)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

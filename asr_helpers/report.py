@@ -215,28 +215,26 @@ def recogs(run: Path, split: str, decoder: str) -> pd.DataFrame:
     return read_recogs(RunDir(run).recogs(split, decoder))
 
 
-def speaker_table(run: Path, split: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """CER per speaker of ``frame``, named from the corpus' ``SPEAKERS.TXT`` when the corpus is on this machine."""
+def corpus_root(run: Path, split: str) -> Path | None:
+    """The LibriSpeech root holding ``split`` for the run's corpus, or None when it is not on this machine."""
     from asr_helpers.corpora import find_corpus_root
     config = RunDir(run).read_config()
     try:
-        root = find_corpus_root(config.get("corpus", "synthetic"), split, config.get("data_root"),
+        return find_corpus_root(config.get("corpus", "synthetic"), split, config.get("data_root"),
                                 config.get("synth_minutes", 60.0), config.get("seed", 0))
-    except ValueError:
-        root = None
-    return speaker_cer(frame, speaker_names(root))
+    except ValueError:  # a split name the corpus does not have
+        return None
+
+
+def speaker_table(run: Path, split: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """CER per speaker of ``frame``, named from the corpus' ``SPEAKERS.TXT`` when the corpus is on this machine."""
+    return speaker_cer(frame, speaker_names(corpus_root(run, split)))
 
 
 def audio_path(run: Path, split: str, utt_id: str) -> Path | None:
     """Where an utterance's audio lives, found from the run's settings and the LibriSpeech
     layout (nothing is rendered or downloaded); None when that corpus is not on this machine."""
-    from asr_helpers.corpora import find_corpus_root
-    config = RunDir(run).read_config()
-    try:
-        root = find_corpus_root(config.get("corpus", "synthetic"), split, config.get("data_root"),
-                                config.get("synth_minutes", 60.0), config.get("seed", 0))
-    except ValueError:  # a split name the corpus does not have
-        return None
+    root = corpus_root(run, split)
     if root is None:
         return None
     speaker, chapter, _ = utt_id.split("-")

@@ -75,3 +75,47 @@ def test_cli_errors_are_clear(tmp_path):
     empty.mkdir()
     result = cli("score", "--references", str(empty), "--predictions", str(empty), check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_user_mistakes_are_one_line_without_a_traceback(tmp_path):
+    import torch
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    (tmp_path / "bad.yaml").write_text("lr: [1, 2\n")
+    out = str(tmp_path / "o")
+    for args, expected in [
+        (("transcribe", "--checkpoint", str(tmp_path / "garbage.pt"), "--input", str(tmp_path), "--output", out),
+         "is not a readable checkpoint"),
+        (("transcribe", "--checkpoint", str(tmp_path / "other.pt"), "--input", str(tmp_path), "--output", out),
+         "is not an asr-workbook checkpoint"),
+        (("train", "--set", "lr=abc"), "lr must be a number, got 'abc'"),
+        (("train", "--set", "epochs=2.5"), "epochs must be an integer, got 2.5"),
+        (("train", "--config", str(tmp_path / "bad.yaml")), "while parsing"),
+    ]:
+        result = cli(*args, check=False)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+
+
+def test_lm_decoder_without_an_lm_is_one_line(checkpoint, tmp_path):
+    result = cli("transcribe", "--checkpoint", str(checkpoint), "--input", str(tmp_path), "--output",
+                 str(tmp_path / "o"), "--decoder", "lm", check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "--decoder lm needs --lm" in lines[0], result.stderr
+
+
+def test_same_stems_keep_every_transcript_through_the_cli(checkpoint, tmp_path):
+    audio = tmp_path / "audio"
+    for name in ("jfk.wav", "jfk.ogg", "a/1.wav", "b/1.wav"):
+        (audio / name).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(audio / name, 0.1 * np.sin(np.arange(8000) / 5.0), 16000)
+    (audio / "short.wav").write_bytes(b"")
+    soundfile.write(audio / "one-sample.wav", np.zeros(1), 16000)
+    result = cli("transcribe", "--checkpoint", str(checkpoint), "--input", str(audio), "--output",
+                 str(tmp_path / "out"), "--decoder", "greedy")
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.txt"))
+    assert written == ["a/1.txt", "b/1.txt", "jfk.ogg.txt", "jfk.wav.txt", "one-sample.txt"]
+    assert "wrote 5 transcripts" in result.stdout and "mirror the input folders" in result.stdout
+    assert "jfk.ogg -> jfk.ogg.txt" in result.stdout and "a/1.wav ->" not in result.stdout  # only renames listed
+    assert "skipped short.wav: " in result.stdout

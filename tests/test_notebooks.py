@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from asr_helpers import paths
-from asr_helpers.notebooks import NOTEBOOKS_DIR, load_profile, notebook_parameters
+from asr_helpers.notebooks import NOTEBOOKS_DIR
 
 pytestmark = pytest.mark.skipif(shutil.which("flite") is None, reason="needs the TTS voices (./run_all.sh setup)")
 
@@ -24,13 +24,6 @@ def test_every_notebook_has_a_parameters_cell_and_no_outputs():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, path.name
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} has outputs"
-
-
-def test_profile_sections_override_per_notebook():
-    profile = load_profile("smoke")
-    params = notebook_parameters(NOTEBOOKS_DIR / "02_one_batch_test.ipynb", profile)
-    assert params["batch_size"] == profile["02_one_batch_test"]["batch_size"]
-    assert "epochs" not in params  # 02 does not declare it, so papermill gets no foreign parameter
 
 
 @pytest.mark.slow
