@@ -5,10 +5,12 @@
 #   ./run_all.sh test [PYTEST ARGS]                       set up, then run the test suite
 #   ./run_all.sh ablations                                augmentation and BPE ablation runs (3 x 8 min on CPU)
 #   ./run_all.sh setup                                    set up only
+#   ./run_all.sh lab [JUPYTER ARGS]                       set up, then start JupyterLab on notebooks/
+#                                                        (127.0.0.1 with a token; it prints the URL)
 #   ./run_all.sh gpu-check [--quick] [--device cuda]      the GPU check (one JSON line); no setup at all, for a
 #                                                        bare GPU machine: system python3, wheels from .whl/ if any
-# Setup (idempotent): Debian packages for the TTS corpus and KenLM, a virtual environment in
-# .venv with requirements.txt, and KenLM's lmplz/build_binary in .tools/.
+# Setup (idempotent): Debian packages for the TTS corpus, KenLM and the browser test, a virtual
+# environment in .venv with requirements.txt, and KenLM's lmplz/build_binary in .tools/.
 set -euo pipefail
 cd "$(dirname "$0")"
 REPO=$(pwd)
@@ -17,13 +19,13 @@ PY="$VENV/bin/python"
 APT_PACKAGES="python3 python3-venv python3-dev git build-essential cmake libsndfile1 \
   flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng \
   libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
-  zlib1g-dev libbz2-dev liblzma-dev"
+  zlib1g-dev libbz2-dev liblzma-dev chromium chromium-driver fonts-dejavu-core"
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 
 system_packages() {
   local missing=0
-  for tool in flite text2wave espeak-ng cmake g++; do command -v "$tool" >/dev/null || missing=1; done
+  for tool in flite text2wave espeak-ng cmake g++ chromium chromedriver; do command -v "$tool" >/dev/null || missing=1; done
   for voice in kal_diphone ked_diphone cmu_us_slt_arctic_hts; do
     ls -d /usr/share/festival/voices/*/"$voice" >/dev/null 2>&1 || missing=1
   done
@@ -31,13 +33,13 @@ system_packages() {
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     log "missing system packages; install them as root: apt-get install -y $APT_PACKAGES"; exit 1
   fi
-  log "installing Debian packages (TTS voices, build tools)"
+  log "installing Debian packages (TTS voices, build tools, headless chromium)"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $APT_PACKAGES >/dev/null
 }
 
 python_env() {
-  if [ -x "$PY" ] && "$PY" -c "import asr_helpers, torch, torchaudio, kenlm, pyctcdecode, papermill" 2>/dev/null; then
+  if [ -x "$PY" ] && "$PY" -c "import asr_helpers, torch, torchaudio, kenlm, pyctcdecode, papermill, jupyterlab, selenium" 2>/dev/null; then
     return
   fi
   log "creating $VENV and installing requirements.txt (a few minutes the first time)"
@@ -76,6 +78,14 @@ case "${1:-demo}" in
     setup
     log "running the tests"
     exec "$PY" -m pytest "$@" ;;
+  lab)
+    # Interactive exploration: the widgets in 00 and 04 need a live kernel and a browser.
+    shift
+    setup
+    log "starting JupyterLab on notebooks/; open the http://127.0.0.1:...?token=... URL it prints (Ctrl-C stops it)"
+    root_flag=(); [ "$(id -u)" = 0 ] && root_flag=(--allow-root)  # containers often run as root
+    exec "$VENV/bin/jupyter-lab" --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$REPO/notebooks" \
+      "${root_flag[@]}" "$@" ;;
   ablations)
     # Same budget, one setting changed: augmentation none vs full, then characters vs BPE.
     setup
@@ -86,7 +96,7 @@ case "${1:-demo}" in
       "$PY" -m asr_helpers.notebooks --profile ablation --only 03 --skip-done --set "run_name=$1" "${@:2}"
     done
     log "ablations done; re-render the report with: ./run_all.sh demo --only 05" ;;
-  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|ablations|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
+  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|lab|ablations|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
   *)
     profile=${1:-demo}
     [ $# -gt 0 ] && shift

@@ -2,8 +2,10 @@
 
 Kaggle and Colab ship a CUDA torch/torchaudio and numpy 2; reinstalling them wastes minutes
 and can break the image. pyctcdecode 0.5.0 declares numpy<2 yet works with numpy 2, so lines
-marked ``no-deps`` are installed without their declared dependencies. Standard library only:
-this runs before the requirements exist.
+marked ``no-deps`` are installed without their declared dependencies. Lines marked
+``local-only`` (JupyterLab, the browser-test driver) are skipped on Kaggle and Colab, whose own
+notebook servers a newer jupyter_server could break. Standard library only: this runs before
+the requirements exist.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from asr_helpers.runtime import environment
+
 KEEP_WHEN_PRESENT = ("torch", "torchaudio", "numpy")
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 
@@ -23,11 +27,12 @@ REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 class Requirement:
     name: str
     spec: str
-    no_deps: bool
+    no_deps: bool = False
+    local_only: bool = False
 
 
 def parse_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
-    """Read requirement lines; a comment starting with ``no-deps`` marks a no-deps install."""
+    """Read requirement lines; a comment starting with ``no-deps`` or ``local-only`` marks the line."""
     found = []
     for raw in path.read_text().splitlines():
         spec, _, comment = raw.partition("#")
@@ -35,7 +40,8 @@ def parse_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
         if not spec:
             continue
         name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower()
-        found.append(Requirement(name, spec, comment.strip().startswith("no-deps")))
+        comment = comment.strip()
+        found.append(Requirement(name, spec, comment.startswith("no-deps"), comment.startswith("local-only")))
     return found
 
 
@@ -46,11 +52,17 @@ def installed_version(name: str) -> str | None:
         return None
 
 
-def plan(requirements: list[Requirement]) -> tuple[list[str], list[str], list[str]]:
-    """Split requirements into (normal installs, no-deps installs, kept-as-present notes)."""
+def plan(requirements: list[Requirement], where: str = "local") -> tuple[list[str], list[str], list[str]]:
+    """Split requirements into (normal installs, no-deps installs, kept-as-present or skipped notes).
+
+    ``where`` is ``runtime.environment()``: ``local``, ``kaggle`` or ``colab``.
+    """
     normal, no_deps, kept = [], [], []
     torch_version = installed_version("torch")
     for req in requirements:
+        if req.local_only and where != "local":
+            kept.append(f"{req.name} (local only, skipped on {where})")
+            continue
         present = installed_version(req.name)
         if req.name in KEEP_WHEN_PRESENT and present:
             kept.append(f"{req.name}=={present}")
@@ -64,9 +76,9 @@ def plan(requirements: list[Requirement]) -> tuple[list[str], list[str], list[st
 
 
 def install(requirements: Path = REQUIREMENTS, quiet: bool = True) -> None:
-    normal, no_deps, kept = plan(parse_requirements(requirements))
+    normal, no_deps, kept = plan(parse_requirements(requirements), environment())
     if kept:
-        print("keeping preinstalled:", ", ".join(kept))
+        print("not installing:", ", ".join(kept))
     pip = [sys.executable, "-m", "pip", "install"] + (["-q"] if quiet else [])
     if normal:
         subprocess.run(pip + normal, check=True)
