@@ -134,7 +134,7 @@ def alignment_figure(log_probs, labels: list[str], frame_ms: float, title: str =
     """
     probs = np.exp(np.asarray(log_probs)).T
     shown = ["\u2205" if not label else "\u2423" if label == " " else label for label in labels]
-    figure, ax = plt.subplots(figsize=(min(16, 3 + probs.shape[1] / 12), 4.2))
+    figure, ax = plt.subplots(figsize=(min(10, 3 + probs.shape[1] / 12), 4.2))  # wider is shrunk to the cell
     ax.imshow(probs, origin="lower", aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
     ax.set_yticks(range(len(shown)), shown, fontsize=6)
     best = probs.argmax(0)
