@@ -17,7 +17,7 @@ REPO=$(pwd)
 VENV="$REPO/.venv"
 PY="$VENV/bin/python"
 APT_PACKAGES="python3 python3-venv python3-dev git build-essential cmake libsndfile1 \
-  flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng \
+  flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng r-cran-janeaustenr \
   libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
   zlib1g-dev libbz2-dev liblzma-dev chromium chromium-driver fonts-dejavu-core"
 
@@ -29,6 +29,7 @@ system_packages() {
   for voice in kal_diphone ked_diphone cmu_us_slt_arctic_hts; do
     ls -d /usr/share/festival/voices/*/"$voice" >/dev/null 2>&1 || missing=1
   done
+  [ -e /usr/lib/R/site-library/janeaustenr/data/Rdata.rdb ] || missing=1  # the novels the sentence list comes from
   [ "$missing" = 0 ] && return
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     log "missing system packages; install them as root: apt-get install -y $APT_PACKAGES"; exit 1
