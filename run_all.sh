@@ -3,7 +3,10 @@
 #   ./run_all.sh [PROFILE] [--skip-done] [--only 00 03]   set up, then run notebooks 00..05 headless
 #                                                        with notebooks/params/PROFILE.yaml (default: demo)
 #   ./run_all.sh test [PYTEST ARGS]                       set up, then run the test suite
-#   ./run_all.sh ablations                                augmentation and BPE ablation runs (3 x 8 min on CPU)
+#   ./run_all.sh ablations [all|aug|bpe|ctc]              ablation runs, 8 min each on CPU: augmentation (2),
+#                                                        characters vs BPE (1), the joint model's ctc_weight (3)
+#   ./run_all.sh las [--only NN ...]                       the joint CTC/attention model: notebooks 02-05 with
+#                                                        notebooks/params/las.yaml (20-minute budget, like demo)
 #   ./run_all.sh setup                                    set up only
 #   ./run_all.sh lab [JUPYTER ARGS]                       set up, then start JupyterLab on notebooks/
 #                                                        (127.0.0.1 with a token; it prints the URL)
@@ -88,16 +91,32 @@ case "${1:-demo}" in
     exec "$VENV/bin/jupyter-lab" --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$REPO/notebooks" \
       "${root_flag[@]}" "$@" ;;
   ablations)
-    # Same budget, one setting changed: augmentation none vs full, then characters vs BPE.
+    # Same budget, one setting changed: augmentation none vs full, characters vs BPE, and the
+    # joint model's ctc_weight 1.0 / 0.3 / 0.0. `./run_all.sh ablations ctc` runs one group.
+    group=${2:-all}
+    case "$group" in all|aug|bpe|ctc) ;; *) echo "usage: ./run_all.sh ablations [all|aug|bpe|ctc]"; exit 2 ;; esac
     setup
-    for spec in "ablation-aug-none augment=none" "ablation-aug-full augment=full" \
-                "ablation-bpe augment=full tokenizer=bpe"; do
+    for spec in "aug ablation-aug-none augment=none" "aug ablation-aug-full augment=full" \
+                "bpe ablation-bpe augment=full tokenizer=bpe" \
+                "ctc ablation-ctc-1.0 augment=light model=las ctc_weight=1.0" \
+                "ctc ablation-ctc-0.3 augment=light model=las ctc_weight=0.3 guided_attention=1.0" \
+                "ctc ablation-ctc-0.0 augment=light model=las ctc_weight=0.0 guided_attention=1.0"; do
       set -- $spec
-      log "ablation run $1"
-      "$PY" -m asr_helpers.notebooks --profile ablation --only 03 --skip-done --set "run_name=$1" "${@:2}"
+      [ "$group" = all ] || [ "$group" = "$1" ] || continue
+      log "ablation run $2"
+      "$PY" -m asr_helpers.notebooks --profile ablation --only 03 --skip-done --set "run_name=$2" "${@:3}"
     done
-    log "ablations done; re-render the report with: ./run_all.sh demo --only 05" ;;
-  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|lab|ablations|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
+    log "ablations done; re-render the reports with: ./run_all.sh demo --only 05 (and ./run_all.sh las --only 05)" ;;
+  las)
+    # The joint CTC/attention model (LAS + CTC) on the offline corpus with the demo's budget:
+    # one-batch test, training, every decoder, report. Extra arguments as for a profile.
+    shift
+    setup
+    log "running notebooks 02-05 with profile 'las'"
+    start=$(date +%s)
+    "$PY" -m asr_helpers.notebooks --profile las --only 02 03 04 05 "$@"
+    log "las notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/las/" ;;
+  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|lab|ablations [GROUP]|las|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
   *)
     profile=${1:-demo}
     [ $# -gt 0 ] && shift

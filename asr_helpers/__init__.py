@@ -16,16 +16,20 @@ Corpus and data (low)
     text, audio         transcript normalisation and tokenizers; reading any audio file
     dataset, augment    dataset, collate, length-bucketed sampler; wave and spectrogram augmentations
 Model and decoding (low)
-    features, model     log-mel front end; DeepSpeech2 and its output-length rule
-    recognizer          the model the loop plugs in: batch -> loss + log-probs (CTC loss lives here)
-    decoding, lm        greedy, prefix beam search, LM fusion and the decoder registry; n-gram LMs
+    features, model     log-mel front end; DeepSpeech2, its output-length rule and the CTC loss
+    attention, las      the location-aware attention decoder; the joint CTC/attention model (LAS + CTC)
+    recognizer          the models the loop plugs in (DeepSpeech2, joint): batch -> loss, outputs, quick decoding
+    decoding, lm        greedy, prefix beam search, LM fusion and the registry of every decoder; n-gram LMs
+    ctc_prefix,         CTC prefix scores; attention greedy, beam and joint CTC/attention search,
+    attention_decoding  N-best LM rescoring (the registry's attention decoders)
+    attention_maps      lock-on score and labelled attention-map figures
     metrics             WER and CER
 Training (middle)
     config              TrainConfig: every training setting
     data                build_data: corpus -> manifests -> tokenizer -> sampler and loaders
     distributed         rank, device and the decisions every DDP rank must agree on
     evaluation          dev loss and error rates of any model; CTC log-probs for decoders
-    checkpoint, rundir  self-describing checkpoints; every run-folder file name
+    checkpoint, rundir  self-describing checkpoints (load_model, load_recognizer); every run-folder file name
     schedule, tracking  the one-cycle schedule; wandb + plain-file logging
     trainer             the loop: accumulation, AMP, clipping, agreed skips and stops, resume
     training            train / launch: data + model + loop from a TrainConfig (torchrun for DDP)

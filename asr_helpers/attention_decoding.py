@@ -12,16 +12,21 @@ tokenizer turns them into text.
 - ``search_batch``: either search for every utterance of an encoded batch.
 - ``rescore_nbest``/``tune_rescoring``: a word LM re-ranks the beam's N best
   (``score + alpha * lm + beta * words``), alpha and beta tuned on dev like the CTC LM decoder's.
+- ``AttentionSearch``: all of these for a trained model, by the decoder registry's names
+  (``attention``, ``attention_beam``, ``joint``, ``joint+lm``), on ``decoding.Encoding`` items.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from asr_helpers.ctc_prefix import LOG_ZERO, CTCPrefixScorer
+from asr_helpers.decoding import Encoding
 from asr_helpers.lm import TuneResult
 from asr_helpers.metrics import wer
 
@@ -202,3 +207,90 @@ def tune_rescoring(nbests: Sequence[Sequence[tuple[str, float]]], references: Se
     i, j = np.unravel_index(np.argmin(grid), grid.shape)
     return TuneResult(float(alphas[i]), float(betas[j]), float(grid[i, j]), [float(a) for a in alphas],
                       [float(b) for b in betas], grid.tolist())
+
+
+class LMRescorer:
+    """A KenLM word model scoring whole transcripts (natural log) for N-best rescoring, with its weights."""
+
+    def __init__(self, lm_path: Path | str, alpha: float = 0.5, beta: float = 1.0):
+        import kenlm
+        if not Path(lm_path).is_file():
+            raise FileNotFoundError(f"language model {lm_path} not found (see asr_helpers.lm.download_lm)")
+        self.model = kenlm.Model(str(lm_path))
+        self.alpha, self.beta = alpha, beta
+
+    def score(self, text: str) -> float:
+        return self.model.score(text, bos=True, eos=True) * math.log(10)
+
+    def best(self, candidates: Sequence[tuple[str, float]]) -> str:
+        return rescore_nbest(candidates, self.score, self.alpha, self.beta) if candidates else ""
+
+
+@dataclass
+class AttentionSearch:
+    """The attention decoders of a trained ``las.JointCTCAttention``, by the registry's names.
+
+    ``attention``: greedy; ``attention_beam``: beam search on attention alone; ``joint``: the
+    one-pass joint search with the CTC prefix score weighted ``ctc_weight``; ``joint+lm``: the
+    joint search's ``beam`` best, re-ranked by ``rescorer``. ``beam`` is the attention beam
+    (kept small: every step runs the decoder once per hypothesis). The joint search runs once
+    per utterance: ``joint``, ``joint+lm`` and tuning the rescorer reuse it.
+    """
+    model: object            # las.JointCTCAttention with a decoder
+    tokenizer: object
+    beam: int = 8
+    ctc_weight: float = 0.3
+    rescorer: LMRescorer | None = None
+
+    def __post_init__(self):
+        if self.model.decoder is None:
+            raise ValueError("this model has no attention decoder (trained with ctc_weight=1.0): use the CTC decoders")
+        self.device = next(self.model.parameters()).device
+        self._joint_found: dict[int, tuple[np.ndarray, list[Hypothesis]]] = {}  # joint search per utterance
+
+    def _joint(self, item: Encoding) -> list[Hypothesis]:
+        """The joint search's ``beam`` best for ``item``, searched once: ``joint`` and ``joint+lm`` share it."""
+        key = id(item.log_probs)
+        if key not in self._joint_found or self._joint_found[key][0] is not item.log_probs:
+            self._joint_found[key] = (item.log_probs, self.hypotheses(item, self.ctc_weight, self.beam))
+        return self._joint_found[key][1]
+
+    def _memory(self, item: Encoding):
+        if not isinstance(item, Encoding) or item.states is None:
+            raise ValueError("attention decoding needs the encoder states of a model: las checkpoint")
+        states = torch.as_tensor(item.states, dtype=torch.float32, device=self.device)[None]
+        return self.model.memory_of(states, torch.tensor([len(item.states)], device=self.device))
+
+    def hypotheses(self, item: Encoding, ctc_weight: float, nbest: int = 1) -> list[Hypothesis]:
+        """The search's ``nbest`` best for one utterance (attention alone when ``ctc_weight`` is 0)."""
+        ctc = CTCPrefixScorer(item.log_probs, self.model.blank, self.model.eos) if ctc_weight > 0 else None
+        return beam_search(self.model.decoder, self._memory(item), self.beam, ctc=ctc, ctc_weight=ctc_weight,
+                           nbest=nbest)
+
+    def nbest(self, items: Sequence[Encoding]) -> list[list[tuple[str, float]]]:
+        """(text, joint score) of the ``beam`` best hypotheses per utterance: what the LM re-ranks."""
+        return [[(self.tokenizer.decode(h.tokens), h.score) for h in self._joint(item)] for item in items]
+
+    def tune(self, items: Sequence[Encoding], references: Sequence[str], lm_path: Path | str, **grid) -> TuneResult:
+        """Tune the rescorer's alpha and beta on dev (``tune_rescoring``) and keep them."""
+        rescorer = LMRescorer(lm_path)
+        result = tune_rescoring(self.nbest(items), references, rescorer.score, **grid)
+        rescorer.alpha, rescorer.beta = result.alpha, result.beta
+        self.rescorer = rescorer
+        return result
+
+    @torch.no_grad()
+    def decode(self, name: str, items: Sequence[Encoding]) -> list[str]:
+        texts = []
+        for item in items:
+            if name == "attention":
+                memory = self._memory(item)
+                tokens = attention_greedy(self.model.decoder, memory, torch.tensor([len(item.states)]))[0]
+            elif name == "joint+lm":
+                texts.append(self.rescorer.best(self.nbest([item])[0]))
+                continue
+            else:
+                found = self._joint(item) if name == "joint" else self.hypotheses(item, 0.0)
+                tokens = found[0].tokens if found else []
+            texts.append(self.tokenizer.decode(tokens))
+        return texts

@@ -4,13 +4,13 @@ A trained attention decoder looks at a narrow, advancing window of frames for ea
 symbol: its map (output symbols x encoder frames) is close to a diagonal staircase. Early in
 training, or when it fails, the mass is smeared over the whole utterance. ``lock_on`` measures
 that: the share of attention mass within ``band`` frames of the best monotonic path (the path
-through the map, one frame per symbol, never going back, that collects the most weight).
+through the map, one frame per symbol, never going back, that collects the most weight), times
+how often that path moves forward (attention parked on one column for every symbol is not locked on).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 
@@ -44,16 +44,21 @@ def monotonic_path(weights) -> np.ndarray:
 
 
 def lock_on(weights, band: int = 3) -> float:
-    """Share (0..1) of the attention mass within ``band`` frames of the best monotonic path.
+    """Share (0..1) of the attention mass within ``band`` frames of the best monotonic path, times
+    the share of symbols at which that path moves forward.
 
-    A perfect staircase gives 1; uniform attention over ``T`` frames gives about ``(2 band + 1) / T``.
+    A staircase gives 1. Uniform attention over ``T`` frames gives about ``(2 band + 1) / T``;
+    attention stuck on the same frames for every symbol (a failure that a path allowed to stand
+    still fits perfectly) gives about 0, because that path never moves.
     """
     weights = _as_array(weights)
     path = monotonic_path(weights)
     frames = np.arange(weights.shape[1])[None, :]
     near = np.abs(frames - path[:, None]) <= band
     total = weights.sum()
-    return float((weights * near).sum() / total) if total > 0 else 0.0
+    concentration = float((weights * near).sum() / total) if total > 0 else 0.0
+    moving = float(np.mean(np.diff(path) > 0)) if len(path) > 1 else 1.0
+    return concentration * moving
 
 
 def mean_lock_on(maps: Sequence, band: int = 3) -> float:
@@ -65,12 +70,15 @@ def mean_lock_on(maps: Sequence, band: int = 3) -> float:
 
 def attention_figure(weights, symbols: Sequence[str], title: str = ""):
     """One utterance's map: encoder frames across, output symbols down (labelled), brighter = more attention."""
+    import matplotlib.pyplot as plt  # here, so the training core can score lock-on without matplotlib
     weights = _as_array(weights)
     if len(symbols) != weights.shape[0]:
         raise ValueError(f"{len(symbols)} symbol labels for a map of {weights.shape[0]} rows")
-    figure, ax = plt.subplots(figsize=(10, max(2.5, 0.16 * len(symbols) + 1)))
+    figure, ax = plt.subplots(figsize=(10, min(8.0, max(2.5, 0.16 * len(symbols) + 1))))
     ax.imshow(weights, origin="upper", aspect="auto", cmap="viridis", interpolation="nearest", vmin=0)
-    ax.set_yticks(np.arange(len(symbols)), [s if s.strip() else "\u2423" for s in symbols], fontsize=7)
+    every = max(1, -(-len(symbols) // 45))  # at most ~45 labels, so a long utterance stays readable
+    rows = np.arange(0, len(symbols), every)
+    ax.set_yticks(rows, [symbols[r] if symbols[r].strip() else "\u2423" for r in rows], fontsize=7)
     ax.set(xlabel="encoder frame", ylabel="output symbol")
     ax.set_title(title[:90], fontsize=9)
     figure.tight_layout()

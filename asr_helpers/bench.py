@@ -21,7 +21,7 @@ from asr_helpers.dataset import LengthBucketSampler
 from asr_helpers.evaluation import autocast_context
 from asr_helpers.features import LogMelFeatures
 from asr_helpers.model import DeepSpeech2, ModelConfig, model_config, training_flops_per_audio_second
-from asr_helpers.recognizer import ctc_loss
+from asr_helpers.model import ctc_loss
 from asr_helpers.runtime import resolve_device, resolve_precision
 
 SAMPLE_RATE = 16000
@@ -305,7 +305,7 @@ def run(what: str, args) -> dict:
     if what == "data":
         return bench_data(args.workers, args.seconds)
     if what == "transcribe":
-        return bench_transcribe(args.checkpoint, args.utterances, args.lm)
+        return bench_transcribe(args.checkpoint, args.utterances, args.lm, tuple(args.decoders))
     if what == "gpu-check":
         from asr_helpers.gpu_check import gpu_check
         return gpu_check(quick=args.quick, device=args.device)
@@ -319,7 +319,8 @@ def bench_transcribe(checkpoint: Path, utterances: int = 500, lm_path: Path | No
                      pool_size: int = 2, beam_width: int = 32) -> dict:
     """Files per second of ``transcribe``, batched (its default) and one file at a time, per decoder.
 
-    The files are ``utterances`` copies of the offline corpus's test-clean and test-other
+    The attention decoders (a ``model: las`` checkpoint) search one utterance at a time anyway,
+    so they are timed batched only. The files are ``utterances`` copies of the offline corpus's test-clean and test-other
     utterances (a small corpus repeats them), so lengths are those of real test audio. Each
     timing covers the whole command: model (and LM) loading, reading, features, model, decoding.
     """
@@ -328,6 +329,7 @@ def bench_transcribe(checkpoint: Path, utterances: int = 500, lm_path: Path | No
     from pathlib import Path
 
     from asr_helpers.corpora import prepare_corpus
+    from asr_helpers.decoding import ATTENTION_DECODERS
     from asr_helpers.inference import transcribe
     from asr_helpers.lm import corpus_language_model
     from asr_helpers.manifest import load_splits
@@ -344,13 +346,15 @@ def bench_transcribe(checkpoint: Path, utterances: int = 500, lm_path: Path | No
         for i, utterance in enumerate(picked):
             shutil.copy(utterance.path, folder / f"{i:04d}-{utterance.id}.flac")
         for decoder in decoders:
-            lm = (lm_path or corpus_language_model("synthetic")) if decoder == "lm" else None
-            for mode, batch_seconds in (("batched", 120.0), ("one_at_a_time", 0.0)):
+            lm = (lm_path or corpus_language_model("synthetic")) if decoder in ("lm", "joint+lm") else None
+            modes = (("batched", 120.0),) if decoder in ATTENTION_DECODERS else (("batched", 120.0), ("one_at_a_time", 0.0))
+            for mode, batch_seconds in modes:
                 started = time.perf_counter()
                 report = transcribe(checkpoint, [folder], Path(tmp) / f"{decoder}-{mode}", decoder=decoder,
                                     lm_path=lm, beam_width=beam_width, batch_seconds=batch_seconds,
                                     pool_size=pool_size)
                 result[f"{decoder}_{mode}_utt_per_sec"] = len(report.written) / (time.perf_counter() - started)
-            result[f"{decoder}_batching_speedup"] = (result[f"{decoder}_batched_utt_per_sec"]
-                                                     / result[f"{decoder}_one_at_a_time_utt_per_sec"])
+            if len(modes) == 2:
+                result[f"{decoder}_batching_speedup"] = (result[f"{decoder}_batched_utt_per_sec"]
+                                                         / result[f"{decoder}_one_at_a_time_utt_per_sec"])
     return result

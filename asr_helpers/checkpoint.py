@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asr_helpers.las import JointConfig, JointCTCAttention
 from asr_helpers.model import DeepSpeech2, config_from_dict
+from asr_helpers.recognizer import CTCRecognizer, JointRecognizer
 from asr_helpers.text import tokenizer_from_dict
 
 _KEPT_AS_IS = (torch.Tensor, torch.Size, str, int, float, bool, bytes, type(None), torch.dtype, torch.device)
@@ -134,17 +136,34 @@ def convert_trusted(source: Path, dest: Path) -> Path:
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[DeepSpeech2, object, dict]:
-    """(model in eval mode, tokenizer, training config) from a checkpoint or an export file."""
+    """(DeepSpeech2 in eval mode, tokenizer, training config) from a checkpoint or an export file.
+
+    For a joint CTC/attention checkpoint this is its encoder with the CTC head, so every CTC
+    decoder works on it; ``load_recognizer`` gives the whole model.
+    """
+    recognizer, tokenizer, train_config = load_recognizer(path, device)
+    return recognizer.net, tokenizer, train_config
+
+
+def load_recognizer(path: Path, device: str | torch.device = "cpu") -> tuple[CTCRecognizer, object, dict]:
+    """(the checkpoint's recognizer in eval mode, without SpecAugment: ``CTCRecognizer`` or, when it
+    holds an attention decoder, ``JointRecognizer``; tokenizer; training config)."""
     state = load_checkpoint(path, map_location=device)
     try:
-        model = DeepSpeech2(config_from_dict(state["model_config"]))
-        model.load_state_dict(state["model"])
         tokenizer = tokenizer_from_dict(state["tokenizer"])
+        if "joint_config" in state:
+            joint = JointCTCAttention(JointConfig.from_dict(state["joint_config"]), tokenizer.blank_id)
+            joint.load_state_dict(state["model"])
+            recognizer = JointRecognizer(joint, tokenizer)
+        else:
+            net = DeepSpeech2(config_from_dict(state["model_config"]))
+            net.load_state_dict(state["model"])
+            recognizer = CTCRecognizer(net, tokenizer)
     except (KeyError, TypeError, RuntimeError) as error:
         raise ValueError(f"{path} does not describe a model this package can build ({str(error).splitlines()[0]})") from None
-    return model.to(device).eval(), tokenizer, state.get("train_config", {})
+    return recognizer.to(device).eval(), tokenizer, state.get("train_config", {})
 
 
-def embedded_lm_params(path: Path) -> dict | None:
-    """The tuned LM weights an export carries (``None`` for a training checkpoint)."""
-    return load_checkpoint(path, mmap=True).get("lm_params")
+def embedded_lm_params(path: Path, name: str = "lm_params.json") -> dict | None:
+    """The tuned LM weights (file ``name``) an export carries (``None`` for a training checkpoint)."""
+    return load_checkpoint(path, mmap=True).get(Path(name).stem)

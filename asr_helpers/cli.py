@@ -80,7 +80,8 @@ def _train(args) -> None:
 def _transcribe(args) -> None:
     from asr_helpers.inference import transcribe
     report = transcribe(args.checkpoint, args.input, args.output, decoder=args.decoder, lm_path=args.lm,
-                        beam_width=args.beam_width, batch_seconds=args.batch_seconds, pool_size=args.pool_size)
+                        beam_width=args.beam_width, batch_seconds=args.batch_seconds, pool_size=args.pool_size,
+                        attention_beam=args.attention_beam, ctc_weight=args.ctc_weight)
     print(report.summary())
     if not report.written:
         sys.exit(1)
@@ -169,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--input", type=Path, nargs="+", required=True, help="audio files or folders")
     transcribe.add_argument("--output", type=Path, required=True)
     transcribe.add_argument("--decoder", choices=DECODERS, default="beam")
-    transcribe.add_argument("--lm", type=Path, default=None, help="KenLM model (arpa or binary) for --decoder lm")
+    transcribe.add_argument("--lm", type=Path, default=None, help="KenLM model (arpa or binary) for --decoder lm or joint+lm")
     transcribe.add_argument("--beam-width", type=int, default=32)
+    transcribe.add_argument("--attention-beam", type=int, default=8, help="beam of the attention decoders (model: las)")
+    transcribe.add_argument("--ctc-weight", type=float, default=0.3, help="CTC prefix score weight of --decoder joint")
     transcribe.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per model batch")
     transcribe.add_argument("--pool-size", type=int, default=2, help="processes for --decoder lm")
     transcribe.set_defaults(func=_transcribe)
@@ -193,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--checkpoint", type=Path, default=None, help="transcribe: the model to time")
     bench.add_argument("--lm", type=Path, default=None, help="transcribe: KenLM for --decoder lm (default: the offline corpus's)")
     bench.add_argument("--utterances", type=int, default=500, help="transcribe: files to transcribe")
+    bench.add_argument("--decoders", nargs="+", choices=DECODERS, default=["greedy", "beam", "lm"],
+                       help="transcribe: decoders to time (the attention ones need a model: las checkpoint)")
     bench.add_argument("--time-stride", type=int, default=None, help="output frame every N*10 ms (default: the preset's)")
     bench.add_argument("--quick", action="store_true", help="gpu-check: every part shrunk to seconds")
     bench.set_defaults(func=_bench)

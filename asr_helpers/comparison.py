@@ -1,4 +1,5 @@
-"""Compare decoders on whole splits: greedy, own prefix beam search, and beam search + LM (``lm``).
+"""Compare decoders on whole splits: greedy, own prefix beam search, beam search + LM (``lm``), and
+for a joint CTC/attention model its attention decoders (``attention``, ``attention_beam``, ``joint``, ``joint+lm``).
 
 The network runs once per split; its log-probs are cached next to the checkpoint, so tuning
 alpha/beta and trying decoders costs decoding time only.
@@ -13,31 +14,45 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asr_helpers.checkpoint import load_model
+from asr_helpers.attention_decoding import AttentionSearch
+from asr_helpers.checkpoint import load_recognizer
 from asr_helpers.decoding import available_decoders, build_decoder
 from asr_helpers.evaluation import ModelOutputs, compute_outputs
 from asr_helpers.manifest import Utterance
 from asr_helpers.metrics import cer, utterance_errors, wer
-from asr_helpers.recognizer import CTCRecognizer
+from asr_helpers.recognizer import JointRecognizer
 from asr_helpers.rundir import RunDir
 
 
 def cached_outputs(checkpoint: Path, utterances: list[Utterance], name: str, device: str | None = None) -> ModelOutputs:
-    """Log-probs of ``utterances`` under ``checkpoint``, cached as ``logprobs-<name>.npz`` beside it."""
+    """Log-probs (and a joint model's encoder states) of ``utterances`` under ``checkpoint``, cached as
+    ``logprobs-<name>.npz`` beside it."""
     checkpoint = Path(checkpoint)
     cache = checkpoint.parent / f"logprobs-{name}.npz"
     stamp = f"{checkpoint.stat().st_mtime_ns}-{len(utterances)}"
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         if str(data["stamp"]) == stamp:
-            arrays = [data[f"u{i}"] for i in range(len(data["ids"]))]
-            return ModelOutputs(list(data["ids"]), list(data["references"]), arrays, float(data["loss"]))
+            count = len(data["ids"])
+            states = [data[f"s{i}"] for i in range(count)] if "s0" in data else None
+            return ModelOutputs(list(data["ids"]), list(data["references"]), [data[f"u{i}"] for i in range(count)],
+                                float(data["loss"]), states)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    net, tokenizer, _ = load_model(checkpoint, dev)
-    outputs = compute_outputs(CTCRecognizer(net, tokenizer).to(dev), utterances, tokenizer, dev)
+    recognizer, tokenizer, _ = load_recognizer(checkpoint, dev)
+    outputs = compute_outputs(recognizer, utterances, tokenizer, dev)
+    states = {f"s{i}": a for i, a in enumerate(outputs.states or [])}
     np.savez(cache, stamp=stamp, ids=np.array(outputs.ids), references=np.array(outputs.references),
-             loss=outputs.loss, **{f"u{i}": a for i, a in enumerate(outputs.log_probs)})
+             loss=outputs.loss, **{f"u{i}": a for i, a in enumerate(outputs.log_probs)}, **states)
     return outputs
+
+
+def attention_search(checkpoint: Path, beam: int = 8, ctc_weight: float = 0.3,
+                     device: str | None = None) -> AttentionSearch | None:
+    """The attention decoders of a joint CTC/attention checkpoint; None for a CTC-only one."""
+    recognizer, tokenizer, _ = load_recognizer(checkpoint, device or "cpu")
+    if not isinstance(recognizer, JointRecognizer) or recognizer.joint.decoder is None:
+        return None
+    return AttentionSearch(recognizer.joint, tokenizer, beam, ctc_weight)
 
 
 @dataclass
@@ -50,13 +65,16 @@ class SplitDecodes:
 
 
 def decode_split(split: str, outputs: ModelOutputs, tokenizer, beam_width: int = 32, lm_decoder=None,
-                 pool_size: int = 2) -> SplitDecodes:
-    """Hypotheses and timing of every available decoder (``lm`` with an LM) on one split's cached log-probs."""
+                 pool_size: int = 2, attention: AttentionSearch | None = None) -> SplitDecodes:
+    """Hypotheses and timing of every available decoder on one split's cached outputs: ``lm`` with an
+    LM, the attention decoders with an ``AttentionSearch`` (``joint+lm`` once its rescorer is tuned)."""
     result = SplitDecodes(split, outputs.ids, outputs.references)
-    for name in available_decoders(lm_decoder):
-        decoder = build_decoder(name, tokenizer, beam_width=beam_width, lm_decoder=lm_decoder, pool_size=pool_size)
+    items = outputs.encodings()
+    for name in available_decoders(lm_decoder, attention):
+        decoder = build_decoder(name, tokenizer, beam_width=beam_width, lm_decoder=lm_decoder, pool_size=pool_size,
+                                attention=attention)
         started = time.perf_counter()
-        result.texts[name] = decoder.decode(outputs.log_probs)
+        result.texts[name] = decoder.decode(items)
         result.seconds[name] = time.perf_counter() - started
     return result
 

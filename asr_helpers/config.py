@@ -11,6 +11,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MODELS = ("deepspeech2", "las")
 AUGMENT_LEVELS = ("none", "light", "full")
 
 
@@ -25,6 +26,9 @@ class TrainConfig:
     max_seconds: float = 20.0               # drop longer training utterances (kaggle: 20)
     tokenizer: str = "char"                 # char | bpe
     bpe_vocab_size: int = 128               # BPE only
+    model: str = "deepspeech2"              # deepspeech2 (CTC) | las (the same encoder + attention decoder, joint loss)
+    ctc_weight: float = 0.3                 # las only: w * CTC + (1 - w) * attention (1.0: CTC only, 0.0: attention only)
+    guided_attention: float = 0.0           # las only: weight of a diagonal prior on attention (helps short runs lock on)
     model_size: str = "small"               # tiny | small | base (kaggle: base)
     rnn_mode: str = "auto"                  # auto | masked | packed (auto: packed on GPU, masked on CPU)
     epochs: int = 10                        # kaggle: 50
@@ -54,6 +58,12 @@ class TrainConfig:
         check_parameters(typing.get_type_hints(type(self)), {f.name: getattr(self, f.name) for f in fields(self)})
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must lie in [0, 1], got {self.ctc_weight!r}")
+        if self.guided_attention < 0.0:
+            raise ValueError(f"guided_attention must not be negative, got {self.guided_attention!r}")
         if self.augment not in AUGMENT_LEVELS:
             raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, not {self.augment!r}")
         for name in ("epochs", "batch_seconds", "lr", "grad_accum", "max_seconds"):

@@ -1,7 +1,9 @@
-"""CTC decoding: greedy, a hand-written prefix beam search, LM shallow fusion, and their registry.
+"""CTC decoding: greedy, a hand-written prefix beam search, LM shallow fusion, and the registry of all decoders.
 
-``build_decoder(name, ...)`` is the one place the names ``greedy | beam | lm`` resolve (the
-decoder comparison, the widgets and transcription choose decoders through it).
+``build_decoder(name, ...)`` is the one place decoder names resolve (the decoder comparison,
+the widgets and transcription choose decoders through it): ``greedy | beam | lm`` work on a CTC
+head's log-probs; ``attention | attention_beam | joint | joint+lm`` need a joint CTC/attention
+model's encoder states and are carried out by an ``attention_decoding.AttentionSearch``.
 
 All decoders take log-probabilities (``log_softmax`` output) laid out [batch, frames, vocab]
 or, per utterance, [frames, vocab]. The greedy decoder and the beam search work on token ids
@@ -162,21 +164,41 @@ def beam_decode(log_probs, lengths, tokenizer, beam_width: int = 16, token_prune
     return texts
 
 
-DECODERS = ("greedy", "beam", "lm")  # every decoder name the registry resolves
+CTC_DECODERS = ("greedy", "beam", "lm")
+ATTENTION_DECODERS = ("attention", "attention_beam", "joint", "joint+lm")
+DECODERS = CTC_DECODERS + ATTENTION_DECODERS  # every decoder name the registry resolves
+
+
+@dataclass
+class Encoding:
+    """One utterance as a model saw it: the CTC head's log-probs, and the encoder states attention reads."""
+    log_probs: np.ndarray              # [T', V]
+    states: np.ndarray | None = None   # [T', D]; None for a CTC-only model
+
+
+def log_prob_matrix(item) -> np.ndarray:
+    """The CTC log-probs of an ``Encoding`` or of a bare [T', V] matrix."""
+    return item.log_probs if isinstance(item, Encoding) else item
 
 
 @dataclass(frozen=True)
 class Decoder:
-    """A named decoder: ``decode`` turns a list of per-utterance log-probs [T, V] into texts."""
+    """A named decoder: ``decode`` turns a list of utterances (``Encoding`` or log-probs [T, V]) into texts."""
     name: str
-    decode: Callable[[Sequence[np.ndarray]], list[str]]
+    decode: Callable[[Sequence], list[str]]
 
 
 def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMDecoder | None = None,
-                  pool_size: int = 1) -> Decoder:
-    """The decoder called ``name`` (one of ``DECODERS``); ``lm`` needs an ``LMDecoder`` (it holds the loaded LM)."""
-    def each(decode_batch) -> Callable[[Sequence[np.ndarray]], list[str]]:
-        return lambda matrices: [decode_batch(np.asarray(m)[None], np.array([len(m)]))[0] for m in matrices]
+                  pool_size: int = 1, attention=None) -> Decoder:
+    """The decoder called ``name`` (one of ``DECODERS``).
+
+    ``lm`` needs an ``LMDecoder`` (it holds the loaded LM); the attention decoders need
+    ``attention``, an ``attention_decoding.AttentionSearch`` over the joint model (``joint+lm``
+    also its LM rescorer), and ``Encoding`` items with encoder states.
+    """
+    def each(decode_batch) -> Callable[[Sequence], list[str]]:
+        return lambda items: [decode_batch(np.asarray(m)[None], np.array([len(m)]))[0]
+                              for m in map(log_prob_matrix, items)]
 
     if name == "greedy":
         return Decoder(name, each(lambda lp, n: greedy_decode(lp, n, tokenizer)))
@@ -185,13 +207,23 @@ def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMD
     if name == "lm":
         if lm_decoder is None:
             raise ValueError("the lm decoder needs a language model: pass lm_decoder=LMDecoder(...)")
-        return Decoder(name, lambda matrices: lm_decoder.decode_batch(list(matrices), pool_size))
+        return Decoder(name, lambda items: lm_decoder.decode_batch([log_prob_matrix(i) for i in items], pool_size))
+    if name in ATTENTION_DECODERS:
+        if attention is None:
+            raise ValueError(f"the {name} decoder needs a model with an attention decoder (model: las)")
+        if name == "joint+lm" and attention.rescorer is None:
+            raise ValueError("the joint+lm decoder needs a language model to rescore with")
+        return Decoder(name, lambda items: attention.decode(name, items))
     raise ValueError(f"unknown decoder {name!r}; choose from {DECODERS}")
 
 
-def available_decoders(lm_decoder: LMDecoder | None = None) -> list[str]:
-    """Decoder names usable now: ``lm`` only when a language model is loaded."""
-    return [name for name in DECODERS if name != "lm" or lm_decoder is not None]
+def available_decoders(lm_decoder: LMDecoder | None = None, attention=None) -> list[str]:
+    """Decoder names usable now: ``lm`` only with a language model, the attention ones only with an
+    ``AttentionSearch`` (``joint+lm`` when it has an LM rescorer)."""
+    names = [name for name in CTC_DECODERS if name != "lm" or lm_decoder is not None]
+    if attention is not None:
+        names += [name for name in ATTENTION_DECODERS if name != "joint+lm" or attention.rescorer is not None]
+    return names
 
 
 def read_unigrams(path: Path) -> list[str]:

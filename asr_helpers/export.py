@@ -14,6 +14,7 @@ import torch
 
 from asr_helpers.checkpoint import load_checkpoint, save_atomic
 from asr_helpers.download import file_digest
+from asr_helpers.rundir import LM_PARAMS, RESCORING_PARAMS
 
 EXPORT_FORMAT = "asr-workbook-export/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -21,7 +22,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Path:
     """Write the inference part of ``checkpoint`` to ``out``, with the tuned LM weights from
-    ``lm_params.json`` next to it when there is one; floating weights are stored as ``dtype``."""
+    ``lm_params.json`` (and ``rescoring_params.json``) next to it when there is one; floating weights are stored as ``dtype``."""
     from asr_helpers.lm import load_lm_params
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
@@ -34,10 +35,13 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Pa
     exported = {"format": EXPORT_FORMAT, "model": _one_buffer(weights), "model_config": state["model_config"],
                 "tokenizer": state["tokenizer"], "train_config": state.get("train_config", {}),
                 "step": state.get("step"), "best_wer": state.get("best_wer")}
-    try:
-        exported["lm_params"] = asdict(load_lm_params(checkpoint))
-    except FileNotFoundError:
-        pass
+    if "joint_config" in state:
+        exported["joint_config"] = state["joint_config"]
+    for name in (LM_PARAMS, RESCORING_PARAMS):
+        try:
+            exported[Path(name).stem] = asdict(load_lm_params(checkpoint, name))
+        except FileNotFoundError:
+            pass
     save_atomic(exported, out)
     return out
 

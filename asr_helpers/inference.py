@@ -25,9 +25,10 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from asr_helpers.audio import AudioError, load_audio
-from asr_helpers.checkpoint import load_model
-from asr_helpers.decoding import DECODERS, build_decoder
-from asr_helpers.features import LogMelFeatures
+from asr_helpers.checkpoint import load_recognizer
+from asr_helpers.decoding import ATTENTION_DECODERS, DECODERS, build_decoder
+from asr_helpers.recognizer import JointRecognizer
+from asr_helpers.rundir import LM_PARAMS, RESCORING_PARAMS
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
@@ -124,18 +125,22 @@ class Transcriber:
     """A checkpoint's model, features and decoder, turning batches of waves into texts."""
 
     def __init__(self, checkpoint: Path, decoder: str, lm_path: Path | None, beam_width: int, pool_size: int,
-                 device: str | None = None):
+                 device: str | None = None, attention_beam: int = 8, ctc_weight: float = 0.3):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
-        if decoder == "lm" and lm_path is None:
-            raise ValueError("--decoder lm needs --lm PATH (a KenLM arpa/binary built by `python -m asr_helpers lm ...`)")
+        if decoder in ("lm", "joint+lm") and lm_path is None:
+            raise ValueError(f"--decoder {decoder} needs --lm PATH (a KenLM arpa/binary built by `python -m asr_helpers lm ...`)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, self.tokenizer, _ = load_model(checkpoint, self.device)
-        self.features = LogMelFeatures.for_model(self.model.config).to(self.device)
+        self.recognizer, self.tokenizer, _ = load_recognizer(checkpoint, self.device)
+        self.features = self.recognizer.features
         self.min_samples = self.features.mel.n_fft  # a centred STFT reflects n_fft/2 samples each side
         self.lm_decoder = _lm_decoder(Path(checkpoint), self.tokenizer, lm_path, beam_width) if decoder == "lm" else None
+        self.attention = None
+        if decoder in ATTENTION_DECODERS:
+            self.attention = _attention_search(Path(checkpoint), self.recognizer, attention_beam, ctc_weight,
+                                               lm_path if decoder == "joint+lm" else None)
         self.decoder = build_decoder(decoder, self.tokenizer, beam_width=beam_width, lm_decoder=self.lm_decoder,
-                                     pool_size=pool_size)
+                                     pool_size=pool_size, attention=self.attention)
 
     @torch.no_grad()
     def texts(self, waves: Sequence[torch.Tensor]) -> list[str]:
@@ -147,25 +152,38 @@ class Transcriber:
             feats.append(one[0].T)
             frame_lengths.append(length)
         batch = pad_sequence(feats, batch_first=True).transpose(1, 2)
-        log_probs, out_lengths = self.model(batch, torch.cat(frame_lengths))
-        matrices = [lp[:n].cpu().numpy() for lp, n in zip(log_probs, out_lengths.tolist())]
-        return self.decoder.decode(matrices)
+        return self.decoder.decode(self.recognizer.encodings(batch, torch.cat(frame_lengths)))
 
     def close(self) -> None:
         if self.lm_decoder is not None:
             self.lm_decoder.close()
 
 
-def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
-    from asr_helpers.decoding import LMDecoder
+def _tuned(checkpoint: Path, name: str, what: str) -> tuple[float, float]:
     from asr_helpers.lm import load_lm_params
     try:
-        params = load_lm_params(checkpoint)
-        alpha, beta = params.alpha, params.beta
+        params = load_lm_params(checkpoint, name)
+        return params.alpha, params.beta
     except FileNotFoundError:
-        alpha, beta = 0.5, 1.0
-        print(f"no tuned lm_params.json next to {checkpoint}; using alpha={alpha}, beta={beta}")
+        print(f"no tuned {name} next to {checkpoint}; {what} uses alpha=0.5, beta=1.0")
+        return 0.5, 1.0
+
+
+def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
+    from asr_helpers.decoding import LMDecoder
+    alpha, beta = _tuned(checkpoint, LM_PARAMS, "the lm decoder")
     return LMDecoder(tokenizer.labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width)
+
+
+def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float, lm_path: Path | None):
+    """The attention decoders of a joint checkpoint, with the tuned N-best rescorer when ``lm_path`` is given."""
+    from asr_helpers.attention_decoding import AttentionSearch, LMRescorer
+    if not isinstance(recognizer, JointRecognizer) or recognizer.joint.decoder is None:
+        raise ValueError(f"{checkpoint} has no attention decoder (a DeepSpeech2 run): use --decoder greedy, beam or lm")
+    rescorer = None
+    if lm_path is not None:
+        rescorer = LMRescorer(lm_path, *_tuned(checkpoint, RESCORING_PARAMS, "joint+lm rescoring"))
+    return AttentionSearch(recognizer.joint, recognizer.tokenizer, beam, ctc_weight, rescorer)
 
 
 def _measure(items: list[AudioInput], report: TranscribeReport) -> list[AudioInput]:
@@ -202,11 +220,13 @@ def _write(item: AudioInput, text: str, output: Path, report: TranscribeReport) 
 
 def transcribe(checkpoint: Path, inputs: Sequence[Path], output: Path, decoder: str = "beam",
                lm_path: Path | None = None, beam_width: int = 32, device: str | None = None,
-               batch_seconds: float = 120.0, max_batch_size: int = 32, pool_size: int = 1) -> TranscribeReport:
+               batch_seconds: float = 120.0, max_batch_size: int = 32, pool_size: int = 1,
+               attention_beam: int = 8, ctc_weight: float = 0.3) -> TranscribeReport:
     """Write a transcript for every readable audio file under ``inputs``; report the others."""
     output = Path(output)
     report = TranscribeReport(output=output)
-    transcriber = Transcriber(Path(checkpoint), decoder, lm_path, beam_width, pool_size, device)
+    transcriber = Transcriber(Path(checkpoint), decoder, lm_path, beam_width, pool_size, device, attention_beam,
+                              ctc_weight)
     items = find_audio(inputs, report)
     names, report.mirrored = transcript_names([i.relative for i in items])
     for item, name in zip(items, names):

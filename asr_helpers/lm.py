@@ -250,28 +250,29 @@ class TuneResult:
     betas: list[float]
     grid: list[list[float]]  # WER, rows follow alphas, columns follow betas
 
-    def save(self, checkpoint: Path, lm_path: Path | None = None) -> Path:
-        """Write ``lm_params.json`` next to a checkpoint file (or into a checkpoint folder)."""
+    def save(self, checkpoint: Path, lm_path: Path | None = None, name: str = LM_PARAMS) -> Path:
+        """Write ``name`` (``lm_params.json``; ``rescoring_params.json`` for N-best rescoring) next to
+        a checkpoint file (or into a checkpoint folder)."""
         checkpoint = Path(checkpoint)
         folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-        target = folder / LM_PARAMS
+        target = folder / name
         state = {**asdict(self), "lm": None if lm_path is None else str(lm_path)}
         target.write_text(json.dumps(state, indent=2) + "\n")
         return target
 
 
-def load_lm_params(checkpoint: Path) -> TuneResult:
-    """The tuned alpha/beta saved next to a checkpoint by ``TuneResult.save``, else those an
-    exported checkpoint carries inside (a re-tune next to the file wins over the export's)."""
+def load_lm_params(checkpoint: Path, name: str = LM_PARAMS) -> TuneResult:
+    """The tuned alpha/beta saved as ``name`` next to a checkpoint by ``TuneResult.save``, else those
+    an exported checkpoint carries inside (a re-tune next to the file wins over the export's)."""
     from asr_helpers.checkpoint import embedded_lm_params
     checkpoint = Path(checkpoint)
-    target = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / LM_PARAMS
+    target = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / name
     if target.is_file():
         source, state = target, _read_json(target)
-    elif checkpoint.is_file() and (state := embedded_lm_params(checkpoint)) is not None:
+    elif checkpoint.is_file() and (state := embedded_lm_params(checkpoint, name)) is not None:
         source = checkpoint
     else:
-        raise FileNotFoundError(f"no {LM_PARAMS} next to {checkpoint}: run lm.tune_alpha_beta and save it")
+        raise FileNotFoundError(f"no {name} next to {checkpoint}: tune the LM weights in notebook 04 and save them")
     try:
         return TuneResult(**{key: value for key, value in state.items() if key != "lm"})
     except TypeError as error:

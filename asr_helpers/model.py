@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
@@ -176,6 +177,13 @@ class DeepSpeech2(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor, blank: int) -> torch.Tensor:
+    """Mean over utterances of the per-utterance CTC loss divided by its target length, in float32."""
+    return F.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths,
+                      blank=blank, reduction="mean", zero_infinity=True)
 
 
 def config_to_dict(config: ModelConfig) -> dict:

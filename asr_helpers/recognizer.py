@@ -2,39 +2,39 @@
 
 The loop only calls ``model(batch)`` and reads ``output.loss``; everything CTC-specific (the
 log-mel front end, SpecAugment, DeepSpeech2, the CTC loss, greedy decoding, which utterances
-CTC can learn at all) lives here. A second model (say CTC + attention) subclasses
-``SpeechModel`` with its own loss and decoding and trains in the same loop unchanged, as ESPnet's
-models return their loss from ``forward`` and nanoGPT's ``forward`` returns the loss.
+CTC can learn at all) lives here. ``JointRecognizer`` (CTC + attention, ``las.JointCTCAttention``)
+subclasses it with its own loss, quick decoding and attention maps, and trains in the same loop
+unchanged, as ESPnet's models return their loss from ``forward`` and nanoGPT's ``forward`` returns the loss.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from asr_helpers.attention_decoding import attention_greedy
+from asr_helpers.attention_maps import lock_on
 from asr_helpers.augment import SpecAugment, spec_augment_from_preset
+from asr_helpers.config import MODELS
 from asr_helpers.dataset import Batch
-from asr_helpers.decoding import greedy_decode
+from asr_helpers.decoding import Encoding, greedy_decode
 from asr_helpers.features import LogMelFeatures
-from asr_helpers.model import DeepSpeech2, config_to_dict, model_config
+from asr_helpers.las import JointCTCAttention, joint_config
+from asr_helpers.model import DeepSpeech2, config_to_dict, ctc_loss, model_config
 
 
 @dataclass
 class ModelOutput:
-    """What a model returns for a batch: the loss to train on, and for CTC the per-frame outputs."""
+    """What a model returns for a batch: the loss to train on, the CTC outputs, and for attention models more."""
     loss: torch.Tensor                        # scalar, float32
-    log_probs: torch.Tensor | None = None     # [B, T', V] (CTC models)
+    log_probs: torch.Tensor | None = None     # [B, T', V] (CTC head)
     lengths: torch.Tensor | None = None       # [B] valid frames of log_probs
-
-
-def ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor,
-             target_lengths: torch.Tensor, blank: int) -> torch.Tensor:
-    """Mean over utterances of the per-utterance CTC loss divided by its target length, in float32."""
-    return F.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths,
-                      blank=blank, reduction="mean", zero_infinity=True)
+    states: torch.Tensor | None = None        # [B, T', D] encoder states (attention models)
+    attention: torch.Tensor | None = None     # [B, U + 1, T'] teacher-forced attention weights
+    attention_lengths: torch.Tensor | None = None  # [B] rows of each utterance's map (symbols + end)
+    metrics: dict[str, float] = field(default_factory=dict)  # extra numbers for the logs (loss parts, lock-on)
 
 
 class SpeechModel(nn.Module):
@@ -50,6 +50,15 @@ class SpeechModel(nn.Module):
     def transcribe(self, output: ModelOutput) -> list[str]:
         """Texts for the batch ``output`` came from (the cheap decoder used in dev evaluations)."""
         raise NotImplementedError
+
+    def other_transcripts(self, output: ModelOutput) -> dict[str, list[str]]:
+        """Further cheap decodings, by name, logged as ``wer_<name>``/``cer_<name>`` (none by default)."""
+        return {}
+
+    def attention_map(self, batch: Batch) -> tuple[torch.Tensor, list[str], int] | None:
+        """The teacher-forced attention ``[symbols, frames]`` of the batch's shortest transcript (the most
+        readable map), its symbol labels and its row in the batch (None: a model without attention)."""
+        return None
 
     def checkpoint_entries(self) -> dict:
         return {"model": self.state_dict()}
@@ -92,6 +101,12 @@ class CTCRecognizer(SpeechModel):
     def transcribe(self, output: ModelOutput) -> list[str]:
         return greedy_decode(output.log_probs, output.lengths, self.tokenizer)
 
+    @torch.no_grad()
+    def encodings(self, feats: torch.Tensor, frames: torch.Tensor) -> list[Encoding]:
+        """What the decoders need per utterance, from log-mel features ``[B, mels, T]`` (inference)."""
+        log_probs, lengths = self.net(feats, frames)
+        return [Encoding(lp[:n].float().cpu().numpy()) for lp, n in zip(log_probs, lengths.tolist())]
+
     def checkpoint_entries(self) -> dict:
         """The DeepSpeech2 weights and settings, as ``checkpoint.load_model`` reads them."""
         return {"model": self.net.state_dict(), "model_config": config_to_dict(self.net.config)}
@@ -120,11 +135,103 @@ class CTCRecognizer(SpeechModel):
         return [need <= have for need, have in zip(needed, frames)]
 
 
-def build_model(model_size: str, tokenizer, *, rnn_mode: str = "masked", augment: str = "none") -> CTCRecognizer:
-    """A DeepSpeech2 preset sized to the tokenizer's vocabulary, with the SpecAugment of ``augment``."""
+class JointRecognizer(CTCRecognizer):
+    """Log-mel -> SpecAugment (training only) -> ``las.JointCTCAttention``: the DeepSpeech2 encoder
+    with its CTC head and an attention decoder, trained on ``w * CTC + (1 - w) * cross-entropy``.
+
+    Its quick decoding is CTC greedy (attention greedy when ``ctc_weight`` is 0, which leaves the
+    CTC head untrained); the other one is logged beside it. In evaluation it also scores how
+    well attention has locked on (``attention_maps.lock_on``, averaged over the batch).
+    """
+
+    def __init__(self, joint: JointCTCAttention, tokenizer, spec_augment: SpecAugment | None = None):
+        SpeechModel.__init__(self)
+        self.features = LogMelFeatures.for_model(joint.config.encoder)
+        self.joint = joint
+        self.spec_augment = spec_augment
+        self.tokenizer = tokenizer
+
+    @property
+    def net(self) -> DeepSpeech2:
+        """The encoder with its CTC head (what the CTC decoders, ``learnable`` and the figures use)."""
+        return self.joint.encoder
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        feats, frames = self._features(batch.waves, batch.wave_lengths)
+        out = self.joint(feats, frames, batch.targets, batch.target_lengths)
+        metrics = {"ctc_loss": float(out.ctc_loss)}
+        if out.attention_loss is not None:
+            metrics["attention_loss"] = float(out.attention_loss)
+            if not self.training:
+                maps = [a[:u, :t] for a, u, t in zip(out.attention, out.attention_lengths.tolist(), out.lengths.tolist())]
+                metrics["lock_on"] = sum(lock_on(m) for m in maps) / len(maps)
+        return ModelOutput(out.loss, out.log_probs, out.lengths, out.states, out.attention, out.attention_lengths, metrics)
+
+    @torch.no_grad()
+    def encodings(self, feats: torch.Tensor, frames: torch.Tensor) -> list[Encoding]:
+        encoded = self.joint.encode(feats, frames)
+        return [Encoding(lp[:n].cpu().numpy(), st[:n].float().cpu().numpy())
+                for lp, st, n in zip(encoded.log_probs, encoded.states, encoded.lengths.tolist())]
+
+    def _attention_greedy(self, output: ModelOutput) -> list[str]:
+        memory = self.joint.memory_of(output.states, output.lengths)
+        return [self.tokenizer.decode(ids) for ids in attention_greedy(self.joint.decoder, memory, output.lengths)]
+
+    def transcribe(self, output: ModelOutput) -> list[str]:
+        if self.joint.config.ctc_weight == 0.0:
+            return self._attention_greedy(output)
+        return super().transcribe(output)
+
+    def other_transcripts(self, output: ModelOutput) -> dict[str, list[str]]:
+        if self.joint.decoder is None:
+            return {}
+        if self.joint.config.ctc_weight == 0.0:
+            return {"ctc": super().transcribe(output)}
+        return {"attention": self._attention_greedy(output)}
+
+    def attention_map(self, batch: Batch) -> tuple[torch.Tensor, list[str], int] | None:
+        if self.joint.decoder is None:
+            return None
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                output = self(batch)
+        finally:
+            self.train(was_training)
+        row = int(batch.target_lengths.argmin())
+        start = int(batch.target_lengths[:row].sum())
+        ids = batch.targets[start: start + int(batch.target_lengths[row])].tolist()
+        symbols = [self.tokenizer.decode([i]) for i in ids] + ["<eos>"]
+        return output.attention[row, : len(symbols), : int(output.lengths[row])].float().cpu(), symbols, row
+
+    def checkpoint_entries(self) -> dict:
+        """Both heads' weights, the encoder's settings (read by the CTC tools) and the joint settings."""
+        return {"model": self.joint.state_dict(), "model_config": config_to_dict(self.joint.config.encoder),
+                "joint_config": self.joint.config.to_dict()}
+
+    def restore(self, state: dict) -> None:
+        self.joint.load_state_dict(state["model"])
+
+
+def build_model(model_size: str, tokenizer, *, rnn_mode: str = "masked", augment: str = "none",
+                model: str = "deepspeech2", ctc_weight: float = 0.3, label_smoothing: float = 0.1,
+                guided_attention: float = 0.0) -> CTCRecognizer:
+    """A preset sized to the tokenizer's vocabulary, with the SpecAugment of ``augment``.
+
+    ``model`` is ``deepspeech2`` (CTC) or ``las`` (the same encoder with an attention decoder,
+    trained with ``ctc_weight`` on the CTC loss, ``label_smoothing`` on its cross-entropy and
+    ``guided_attention`` on ``las.guided_attention_loss``).
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, not {model!r}")
+    if model == "las":
+        config = joint_config(model_size, tokenizer.vocab_size, ctc_weight, label_smoothing, guided_attention,
+                              rnn_mode=rnn_mode)
+        augmentation = spec_augment_from_preset(augment, config.encoder.n_mels)
+        return JointRecognizer(JointCTCAttention(config, tokenizer.blank_id), tokenizer, augmentation)
     config = model_config(model_size, tokenizer.vocab_size, rnn_mode=rnn_mode)
-    net = DeepSpeech2(config)
-    return CTCRecognizer(net, tokenizer, spec_augment_from_preset(augment, config.n_mels))
+    return CTCRecognizer(DeepSpeech2(config), tokenizer, spec_augment_from_preset(augment, config.n_mels))
 
 
 @torch.no_grad()

@@ -48,7 +48,9 @@ def pick_run(name: str | None) -> Path:
 def run_row(run: Path) -> dict:
     """One line per run: what was set and what came out (final greedy dev metrics)."""
     config, summary = RunDir(run).read_config(), RunDir(run).read_summary()
-    row = {"run": run.name, "model": config.get("model_size"), "tokenizer": config.get("tokenizer"),
+    kind = config.get("model", "deepspeech2")
+    model = f"{kind} {config.get('model_size')}" + (f", ctc_weight {config.get('ctc_weight')}" if kind == "las" else "")
+    row = {"run": run.name, "model": model, "tokenizer": config.get("tokenizer"),
            "augment": config.get("augment"), "corpus": config.get("corpus"), "epochs_done": summary.get("epochs"),
            "steps": summary.get("steps"), "minutes": round(summary.get("minutes", float("nan")), 1),
            "audio_hours_seen": round(summary.get("audio_hours", float("nan")), 2), "stop": summary.get("stop_reason")}
@@ -85,13 +87,37 @@ def decoder_results(run: Path) -> pd.DataFrame:
 
 
 def decoder_table(decoding: pd.DataFrame) -> pd.DataFrame:
-    """One row per split: WER, CER and milliseconds per utterance of each decoder, decoders in run order."""
-    decoders = list(dict.fromkeys(decoding.decoder))
-    wide = decoding.pivot(index="split", columns="decoder", values=list(DECODER_COLUMNS))
-    columns = [(metric, d) for metric in DECODER_COLUMNS for d in decoders]
+    """One row per decoder (in run order): WER, CER and milliseconds per utterance on each split.
+
+    Rows, not columns, per decoder: a joint CTC/attention run has seven decoders, which as
+    columns times three metrics would not fit a page.
+    """
+    splits = list(dict.fromkeys(decoding.split))
+    wide = decoding.pivot(index="decoder", columns="split", values=list(DECODER_COLUMNS))
+    columns = [(metric, split) for metric in DECODER_COLUMNS for split in splits]
     table = wide[columns].round(4)
-    table.columns = [f"{DECODER_COLUMNS[metric]} {d}" for metric, d in columns]
-    return table.reindex(list(dict.fromkeys(decoding.split)))
+    table.columns = [f"{DECODER_COLUMNS[metric]} {split}" for metric, split in columns]
+    return table.reindex(list(dict.fromkeys(decoding.decoder)))
+
+
+def runs_by_decoder(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """CER and WER of every decoder of the named runs per split (one row per run and decoder), and
+    the names without ``decoding.json``: CTC-only against joint CTC/attention, like for like."""
+    frames, missing = [], []
+    for name in dict.fromkeys(names):
+        decoding = decoder_results(RunDir.named(name).path)
+        if decoding.empty:
+            missing.append(name)
+            continue
+        frames.append(decoding.assign(run=name))
+    if not frames:
+        return pd.DataFrame(), missing
+    both = pd.concat(frames)
+    order = list(dict.fromkeys(both.split))
+    table = both.pivot_table(index=["run", "decoder"], columns="split", values=["cer", "wer"], sort=False)
+    table = table[[(metric, split) for metric in ("cer", "wer") for split in order]].round(4)
+    table.columns = [f"{metric.upper()} {split}" for metric, split in table.columns]
+    return table, missing
 
 
 def read_recogs(path: Path) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from pathlib import Path
 from asr_helpers import paths
 
 LM_PARAMS = "lm_params.json"  # tuned alpha/beta, kept next to the checkpoint they were tuned for
+RESCORING_PARAMS = "rescoring_params.json"  # the same for the attention model's N-best LM rescoring
 
 
 def read_json(path: Path) -> dict:
@@ -71,6 +72,10 @@ class RunDir:
     @property
     def lm_params(self) -> Path:
         return self.path / LM_PARAMS
+
+    @property
+    def rescoring_params(self) -> Path:
+        return self.path / RESCORING_PARAMS
 
     def media_file(self, name: str, step: int, suffix: str) -> Path:
         """A logged image or sound: ``media/<name, / as _>-<step>.<suffix>`` (``train/spectrogram`` at step 40

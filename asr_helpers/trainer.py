@@ -291,6 +291,7 @@ class Trainer:
             tracker.scalars(f"eval/{split}", metrics, self.step)
             sample = random.Random(self.step).sample(rows, min(8, len(rows)))
             tracker.table(f"samples/{split}", ["id", "target", "prediction", "cer", "wer"], sample, self.step)
+            self._log_attention(tracker, f"eval/{split}/attention", self._dev_batch(utterances[:8]))
             results[split] = metrics
             print(f"  step {self.step} {split}: loss {metrics['loss']:.3f}  "
                   f"WER {metrics['wer']:.3f}  CER {metrics['cer']:.3f}")
@@ -302,6 +303,19 @@ class Trainer:
             self.save("best.pt")
         return results
 
+    def _dev_batch(self, utterances) -> Batch | None:
+        from asr_helpers.dataset import SpeechDataset, collate
+        return collate([SpeechDataset(utterances, self.data.tokenizer)[i] for i in range(len(utterances))])
+
+    def _log_attention(self, tracker: Tracker, name: str, batch: Batch | None) -> None:
+        """The model's attention map of one utterance of the batch (models without attention have none)."""
+        from asr_helpers.attention_maps import attention_figure, lock_on
+        view = self.model.attention_map(batch.to(self.device)) if batch is not None else None
+        if view is not None:
+            weights, symbols, row = view
+            title = f"step {self.step}, lock-on {lock_on(weights):.2f}: {batch.texts[row]}"
+            tracker.image(name, attention_figure(weights, symbols, title), self.step)
+
     def _log_media(self, tracker: Tracker, batch: Batch) -> None:
         """The model's spectrogram views of a train and a dev utterance, and the augmented audio."""
         from asr_helpers.audio import SAMPLE_RATE, load_audio
@@ -311,6 +325,7 @@ class Trainer:
             tracker.image(f"train/{name}", spectrogram_figure(image.cpu(), batch.texts[0]), self.step)
         wave = batch.waves[0, : batch.wave_lengths[0]].cpu().numpy()
         tracker.audio("train/augmented_audio", wave, SAMPLE_RATE, self.step, caption=batch.texts[0])
+        self._log_attention(tracker, "train/attention", batch)
         for split, utterances in list(self.data.dev.items())[:1]:
             wave = load_audio(utterances[0].path)
             views = self.model.spectrograms(wave[None].to(self.device), torch.tensor([len(wave)], device=self.device))

@@ -25,13 +25,14 @@ def build_trainer(config: TrainConfig) -> Trainer:
     seed_everything(config.seed)
     data = build_data(config, place.rank, place.world, pin_memory=place.device.type == "cuda")
     rnn_mode = config.rnn_mode if config.rnn_mode != "auto" else ("packed" if place.device.type == "cuda" else "masked")
-    model = build_model(config.model_size, data.tokenizer, rnn_mode=rnn_mode, augment=config.augment)
+    model = build_model(config.model_size, data.tokenizer, rnn_mode=rnn_mode, augment=config.augment,
+                        model=config.model, ctc_weight=config.ctc_weight, guided_attention=config.guided_attention)
     dropped = data.keep_learnable(model.learnable)
     if dropped:
         print(f"dropped {dropped} training utterances whose transcript is too long for CTC")
     trainer = Trainer(config, data, model, place)
     if place.is_main:
-        print(f"model {config.model_size}: {model.parameter_count() / 1e6:.2f} M parameters, rnn_mode={rnn_mode}; "
+        print(f"model {config.model} {config.model_size}: {model.parameter_count() / 1e6:.2f} M parameters, rnn_mode={rnn_mode}; "
               f"{describe(data)}; device {place.device}, precision {trainer.precision}, world size {place.world}")
     if config.resume:
         trainer.resume()

@@ -18,7 +18,9 @@ from asr_helpers.plots import spectrogram_figure
 
 WIDE = "460px"  # dropdowns wide enough for a LibriSpeech id plus its label
 LABEL = "80px"  # ipywidgets' description width, so every label in a panel lines up
-DECODER_TIPS = {"greedy": "best symbol per frame", "beam": "own prefix beam search", "lm": "beam search + n-gram LM"}
+DECODER_TIPS = {"greedy": "best symbol per frame", "beam": "own prefix beam search", "lm": "beam search + n-gram LM",
+               "attention": "attention decoder, greedy", "attention_beam": "attention decoder, beam search",
+               "joint": "joint CTC/attention beam search", "joint+lm": "joint beam search, N best re-ranked by the LM"}
 
 
 class Panel:
@@ -75,12 +77,12 @@ def utterance_browser(frame: pd.DataFrame) -> None:
 class Transcriber:
     """Transcribe one wave with a checkpoint and explain it: log-mel, CTC alignment, beams."""
 
-    def __init__(self, checkpoint, lm_decoder=None, beam_width: int = 16):
-        from asr_helpers.checkpoint import load_model
-        self.model, self.tokenizer, _ = load_model(checkpoint)
-        self.features = LogMelFeatures.for_model(self.model.config)
-        self.lm_decoder, self.beam_width = lm_decoder, beam_width
-        self.frame_ms = 10 * self.model.config.time_stride
+    def __init__(self, checkpoint, lm_decoder=None, beam_width: int = 16, attention=None):
+        from asr_helpers.checkpoint import load_recognizer
+        self.recognizer, self.tokenizer, _ = load_recognizer(checkpoint)
+        self.features = self.recognizer.features
+        self.lm_decoder, self.beam_width, self.attention = lm_decoder, beam_width, attention
+        self.frame_ms = 10 * self.recognizer.net.config.time_stride
 
     @torch.no_grad()
     def views(self, wave: torch.Tensor, decoder: str = "beam", reference: str | None = None,
@@ -89,11 +91,11 @@ class Transcriber:
         from asr_helpers.decoding import build_decoder, prefix_beam_search
         from asr_helpers.plots import alignment_figure
         feats, lengths = self.features(wave[None], torch.tensor([len(wave)]))
-        log_probs, out_lengths = self.model(feats, lengths)
-        matrix = log_probs[0, : out_lengths[0]].numpy()
+        encoding = self.recognizer.encodings(feats, lengths)[0]
+        matrix = encoding.log_probs
         beams = prefix_beam_search(matrix, self.beam_width, self.tokenizer.blank_id)[:5]
-        text = build_decoder(decoder, self.tokenizer, beam_width=self.beam_width,
-                             lm_decoder=self.lm_decoder).decode([matrix])[0]
+        text = build_decoder(decoder, self.tokenizer, beam_width=self.beam_width, lm_decoder=self.lm_decoder,
+                             attention=self.attention).decode([encoding])[0]
         header = [f"{label:<10}: {value}" for label, value in (("file", name), ("reference", reference)) if value]
         header.append(f"{decoder:<10}: {text}")
         beam_lines = [f"  {score:9.2f}  {self.tokenizer.decode(list(ids))}" for ids, score in beams]
@@ -117,11 +119,11 @@ def transcription_panel(transcriber: Transcriber, frame: pd.DataFrame) -> None:
 
     from asr_helpers.audio import AudioError
     from asr_helpers.decoding import available_decoders
-    decoders = available_decoders(transcriber.lm_decoder)
+    decoders = available_decoders(transcriber.lm_decoder, transcriber.attention)
     pick = widgets.Dropdown(options=list(frame.id), description="utterance", layout=widgets.Layout(width=WIDE))
     upload = widgets.FileUpload(accept="audio/*,.wav,.flac,.ogg", multiple=False, description="upload audio",
                                 layout=widgets.Layout(width="160px"))
-    decoder = widgets.ToggleButtons(options=decoders, value=decoders[-1], style={"button_width": "90px"},
+    decoder = widgets.ToggleButtons(options=decoders, value=decoders[-1], style={"button_width": "110px"},
                                     tooltips=[DECODER_TIPS.get(name, name) for name in decoders])
     # A Label beside the buttons: ToggleButtons' own description would sit on a line above them.
     decoder_label = widgets.Label("decoder", layout=widgets.Layout(width=LABEL, justify_content="flex-end"))

@@ -52,3 +52,31 @@ def tiny_corpus(tmp_path) -> Path:
     write_librispeech(root, "train-clean-100", speakers=2, utterances=6, seed=0)
     write_librispeech(root, "dev-clean", speakers=1, utterances=3, seed=1)
     return root
+
+
+def train_in_folder(root: Path, run_name: str, **settings) -> Path:
+    """One short training run for a whole test module: ``root`` gets LibriSpeech/ (tone audio) and
+    runs/<run_name>/, with artifacts and data kept in ``root`` too. Returns ``root``."""
+    from asr_helpers.training import train
+    write_librispeech(root / "LibriSpeech", "train-clean-100", speakers=2, utterances=6, seed=0)
+    write_librispeech(root / "LibriSpeech", "dev-clean", speakers=1, utterances=3, seed=1)
+    with pytest.MonkeyPatch.context() as env:
+        for name, folder in (("ASR_ARTIFACTS_DIR", "artifacts"), ("ASR_DATA_DIR", "data"), ("ASR_RUNS_DIR", "runs")):
+            env.setenv(name, str(root / folder))
+        env.delenv("ASR_CACHE_DIR", raising=False)
+        env.setenv("WANDB_MODE", "disabled")
+        train(dict(corpus="librispeech", data_root=str(root / "LibriSpeech"), dev_splits=["dev-clean"],
+                   run_name=run_name, **settings))
+    return root
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``python -m asr_helpers ARGS`` run in this process."""
+    from asr_helpers import cli
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err

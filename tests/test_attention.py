@@ -74,15 +74,18 @@ def test_decoder_config_refuses_bad_settings():
         DecoderConfig(location_width=4)
 
 
-def test_lock_on_is_one_on_a_staircase_and_small_when_smeared():
+def test_lock_on_is_one_on_a_staircase_and_small_when_smeared_or_stuck():
     staircase = np.zeros((6, 30))
     for u in range(6):
         staircase[u, 5 * u], staircase[u, 5 * u + 1] = 0.7, 0.3
     assert monotonic_path(staircase).tolist() == [0, 5, 10, 15, 20, 25]
     assert lock_on(staircase, band=1) == pytest.approx(1.0)
     uniform = np.full((6, 30), 1 / 30)
-    assert 0 < lock_on(uniform, band=1) <= 3 / 30 + 1e-12  # at most 3 of 30 frames per symbol
+    assert 0 <= lock_on(uniform, band=1) <= 3 / 30 + 1e-12  # at most 3 of 30 frames per symbol
     assert mean_lock_on([staircase, uniform], band=1) == pytest.approx((1 + lock_on(uniform, band=1)) / 2)
+    stuck = np.zeros((6, 30))
+    stuck[:, 14], stuck[:, 15] = 0.6, 0.4  # every symbol on the same frames: concentrated, never moving
+    assert lock_on(stuck, band=1) == 0.0
 
 
 def test_monotonic_path_never_goes_back_even_when_the_peak_does():

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from asr_helpers import cli, lm
+from asr_helpers import lm
 from asr_helpers.checkpoint import (UnsafeCheckpointError, convert_trusted, load_checkpoint, load_model, plain,
                                     rng_state, save_atomic, set_rng_state)
-from asr_helpers.training import train
-from conftest import write_librispeech
+from conftest import run_cli, train_in_folder
 
 
 class CreatesFile:
@@ -30,17 +29,8 @@ class CreatesFile:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """One short training run for the whole module: a folder with LibriSpeech/ and runs/safe/."""
-    root = tmp_path_factory.mktemp("trained")
-    write_librispeech(root / "LibriSpeech", "train-clean-100", speakers=2, utterances=6, seed=0)
-    write_librispeech(root / "LibriSpeech", "dev-clean", speakers=1, utterances=3, seed=1)
-    with pytest.MonkeyPatch.context() as env:
-        for name, folder in (("ASR_ARTIFACTS_DIR", "artifacts"), ("ASR_DATA_DIR", "data"), ("ASR_RUNS_DIR", "runs")):
-            env.setenv(name, str(root / folder))
-        env.delenv("ASR_CACHE_DIR", raising=False)
-        env.setenv("WANDB_MODE", "disabled")
-        train(dict(corpus="librispeech", data_root=str(root / "LibriSpeech"), dev_splits=["dev-clean"], run_name="safe",
-                   model_size="tiny", epochs=1, batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode="disabled"))
-    return root
+    return train_in_folder(tmp_path_factory.mktemp("trained"), "safe", model_size="tiny", epochs=1,
+                           batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode="disabled")
 
 
 @pytest.fixture
@@ -53,17 +43,6 @@ def best(trained, tmp_path) -> Path:
 @pytest.fixture
 def audio(trained) -> Path:
     return trained / "LibriSpeech" / "dev-clean"
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``python -m asr_helpers ARGS`` run in this process."""
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def transcripts(capsys, checkpoint: Path, audio: Path, out: Path, decoder: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from asr_helpers.decoding import (
     prefix_beam_search,
 )
 from asr_helpers.bench_decode import bench_decode, peaky_log_probs
-from asr_helpers.decoding import DECODERS, available_decoders, build_decoder
+from asr_helpers.decoding import CTC_DECODERS, available_decoders, build_decoder
 from asr_helpers.text import CharTokenizer
 
 TOK = CharTokenizer()
@@ -258,7 +258,7 @@ def test_registry_resolves_every_decoder_name_in_one_place():
     lm = FakeLM()
     assert build_decoder("lm", TOK, lm_decoder=lm, pool_size=3).decode(matrices) == [f"lm{len(m)}" for m in matrices]
     assert lm.pool_sizes == [3]
-    assert available_decoders() == ["greedy", "beam"] and available_decoders(lm) == list(DECODERS)
+    assert available_decoders() == ["greedy", "beam"] and available_decoders(lm) == list(CTC_DECODERS)
     with pytest.raises(ValueError, match="language model"):
         build_decoder("lm", TOK)
     with pytest.raises(ValueError, match="greedy"):

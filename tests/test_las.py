@@ -11,7 +11,7 @@ from asr_helpers.attention import EncoderMemory
 from asr_helpers.attention_decoding import (Hypothesis, end_detected, attention_greedy, beam_search, rescore_nbest,
                                           search_batch, tune_rescoring)
 from asr_helpers.ctc_prefix import CTCPrefixScorer
-from asr_helpers.recognizer import ctc_loss
+from asr_helpers.model import ctc_loss
 from asr_helpers.las import JointConfig, JointCTCAttention, joint_config
 from asr_helpers.model import DeepSpeech2
 from asr_helpers.text import CharTokenizer, train_bpe

@@ -1,0 +1,208 @@
+"""The joint CTC/attention model (``model: las``) through the training core, checkpoints, registry and CLI."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asr_helpers import paths
+from asr_helpers.attention_decoding import AttentionSearch
+from asr_helpers.checkpoint import load_checkpoint, load_model, load_recognizer
+from asr_helpers.config import TrainConfig
+from asr_helpers.dataset import Batch
+from asr_helpers.decoding import ATTENTION_DECODERS, DECODERS, Encoding, available_decoders, build_decoder
+from asr_helpers.recognizer import CTCRecognizer, JointRecognizer, build_model
+from asr_helpers.rundir import RunDir
+from asr_helpers.sanity import overfit_one_batch
+from asr_helpers.text import CharTokenizer
+from asr_helpers.tracking import read_jsonl
+from asr_helpers.training import train
+from conftest import WORDS, run_cli, train_in_folder
+
+BASE = dict(corpus="librispeech", dev_splits=["dev-clean"], model="las", model_size="tiny", epochs=2,
+            batch_seconds=6.0, max_seconds=6.0, lr=3e-3, augment="light", num_workers=0, wandb_mode="disabled",
+            eval_utterances=3, log_every=1)
+
+
+@pytest.fixture(scope="module")
+def las_run(tmp_path_factory) -> Path:
+    """One short joint-model run for the module: a folder with LibriSpeech/ and runs/las/."""
+    settings = {k: v for k, v in BASE.items() if k not in ("corpus", "dev_splits")}
+    return train_in_folder(tmp_path_factory.mktemp("las"), "las", **settings)
+
+
+def small_arpa(path: Path) -> Path:
+    """A hand-written bigram ARPA model over the corpus words (kenlm needs order 2; no lmplz needed)."""
+    words = sorted(set(WORDS)) + ["</s>", "<unk>"]
+    unigram = f"{np.log10(1 / len(words)):.4f}"
+    bigrams = [f"<s> {w}" for w in sorted(set(WORDS))] + [f"{w} </s>" for w in sorted(set(WORDS))]
+    lines = ["\\data\\", f"ngram 1={len(words) + 1}", f"ngram 2={len(bigrams)}", "", "\\1-grams:", "-99\t<s>\t-0.3"]
+    lines += [f"{unigram}\t{word}\t-0.3" for word in words]
+    lines += ["", "\\2-grams:"] + [f"-1.0\t{pair}" for pair in bigrams]
+    path.write_text("\n".join(lines + ["", "\\end\\", ""]))
+    return path
+
+
+def test_settings_name_the_model_and_refuse_bad_values():
+    assert TrainConfig(model="las", ctc_weight=0.0).model == "las"
+    with pytest.raises(ValueError, match="model must be one of"):
+        TrainConfig(model="transformer")
+    with pytest.raises(ValueError, match="ctc_weight must lie in"):
+        TrainConfig(model="las", ctc_weight=1.5)
+
+
+def test_build_model_gives_the_joint_recognizer_whose_loss_reports_both_parts():
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer()
+    model = build_model("tiny", tokenizer, model="las", ctc_weight=0.3)
+    assert isinstance(model, JointRecognizer) and isinstance(build_model("tiny", tokenizer), CTCRecognizer)
+    waves, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000])
+    targets = torch.tensor(tokenizer.encode("the cat") + tokenizer.encode("a mat"))
+    batch = Batch(waves, lengths, targets, torch.tensor([7, 5]), ["the cat", "a mat"], ["a", "b"])
+    train_output = model(batch)
+    parts = train_output.metrics
+    assert train_output.loss.item() == pytest.approx(0.3 * parts["ctc_loss"] + 0.7 * parts["attention_loss"], rel=1e-5)
+    assert "lock_on" not in parts, "lock-on is scored in evaluation only"
+    model.eval()
+    with torch.no_grad():
+        output = model(batch)
+    assert 0.0 <= output.metrics["lock_on"] <= 1.0
+    assert set(model.other_transcripts(output)) == {"attention"}
+    weights, symbols, row = model.attention_map(batch)
+    assert row == 1 and symbols == list("a mat") + ["<eos>"] and weights.shape[0] == len(symbols)
+    assert torch.allclose(weights.sum(-1), torch.ones(len(symbols)), atol=1e-5)
+
+
+def test_joint_run_logs_both_losses_lock_on_and_attention_maps(las_run):
+    run = RunDir(las_run / "runs" / "las")
+    evals = [r for r in read_jsonl(run.history) if r["kind"] == "eval/dev-clean"]
+    assert evals and all({"ctc_loss", "attention_loss", "lock_on", "cer_attention", "wer_attention"} <= set(r)
+                         for r in evals)
+    assert all(0.0 <= r["lock_on"] <= 1.0 for r in evals)
+    assert run.media_files("eval/dev-clean/attention", "png") and run.media_files("train/attention", "png")
+
+
+def test_joint_training_resumes_to_the_same_weights(las_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("ASR_RUNS_DIR", str(tmp_path / "runs"))
+    corpus = str(las_run / "LibriSpeech")
+    full = train(dict(BASE, run_name="full", data_root=corpus))
+    stopped = train(dict(BASE, run_name="split", data_root=corpus, max_steps=full["steps"] // 2 + 1))
+    assert stopped["stop_reason"] == "max_steps"
+    resumed = train(dict(BASE, run_name="split", data_root=corpus, resume=True))
+    assert resumed["steps"] == full["steps"]
+    a, b = (load_checkpoint(tmp_path / "runs" / run / "last.pt")["model"] for run in ("full", "split"))
+    assert any(k.startswith("decoder.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_joint_checkpoint_loads_as_its_ctc_encoder_and_as_the_whole_model(las_run):
+    best = las_run / "runs" / "las" / "best.pt"
+    encoder, tokenizer, config = load_model(best)
+    recognizer, _, _ = load_recognizer(best)
+    assert isinstance(recognizer, JointRecognizer) and config["model"] == "las"
+    assert recognizer.joint.decoder is not None and recognizer.spec_augment is None and not recognizer.training
+    mine, theirs = encoder.state_dict(), recognizer.joint.encoder.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_the_registry_resolves_every_name_and_says_what_a_decoder_needs():
+    tokenizer = CharTokenizer()
+    assert set(DECODERS) == {"greedy", "beam", "lm", *ATTENTION_DECODERS}
+    log_probs = np.log(np.full((6, tokenizer.vocab_size), 1.0 / tokenizer.vocab_size, dtype=np.float32))
+    log_probs[1:3, tokenizer.encode("a")[0]] = 0.0
+    greedy = build_decoder("greedy", tokenizer)
+    assert greedy.decode([Encoding(log_probs)]) == greedy.decode([log_probs])
+    with pytest.raises(ValueError, match="attention decoder"):
+        build_decoder("joint", tokenizer)
+    assert available_decoders() == ["greedy", "beam"]
+
+
+def test_joint_and_joint_lm_share_one_search_per_utterance(las_run, tmp_path, monkeypatch):
+    recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
+    search = AttentionSearch(recognizer.joint, tokenizer, beam=3)
+    assert available_decoders(attention=search)[-1] == "joint", "joint+lm waits for a rescorer"
+    features = torch.randn(2, recognizer.joint.config.encoder.n_mels, 80)
+    items = recognizer.encodings(features, torch.tensor([80, 60]))
+    calls = []
+    original = AttentionSearch.hypotheses
+    monkeypatch.setattr(AttentionSearch, "hypotheses", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+    search.tune(items, ["the cat", "a mat"], small_arpa(tmp_path / "words.arpa"), alphas=(0.0, 0.5), betas=(0.0,))
+    joint = build_decoder("joint", tokenizer, attention=search).decode(items)
+    rescored = build_decoder("joint+lm", tokenizer, attention=search).decode(items)
+    assert len(calls) == 2 and len(joint) == len(rescored) == 2
+    build_decoder("attention_beam", tokenizer, attention=search).decode(items)
+    assert len(calls) == 4
+
+
+def test_transcribe_with_every_decoder_from_a_joint_checkpoint_and_its_export(las_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(las_run / "runs" / "las", run)
+    audio = las_run / "LibriSpeech" / "dev-clean"
+    arpa = small_arpa(tmp_path / "words.arpa")
+    files = sorted(audio.rglob("*.flac"))
+    for decoder in DECODERS:
+        lm = ["--lm", str(arpa)] if decoder in ("lm", "joint+lm") else []
+        code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(run / "best.pt"), "--input", str(audio),
+                               "--output", str(tmp_path / decoder), "--decoder", decoder, "--attention-beam", "3", *lm)
+        assert code == 0, err
+        assert len(list((tmp_path / decoder).glob("*.txt"))) == len(files), decoder
+    code, _, err = run_cli(capsys, "checkpoint", "export", str(run / "best.pt"), "--out", str(tmp_path / "small.pt"))
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(tmp_path / "small.pt"), "--input", str(audio),
+                           "--output", str(tmp_path / "exported"), "--decoder", "joint", "--attention-beam", "3")
+    assert code == 0, err
+    read = lambda folder: {p.name: p.read_text() for p in sorted(folder.glob("*.txt"))}  # noqa: E731
+    assert read(tmp_path / "exported") == read(tmp_path / "joint")
+
+
+def test_attention_decoders_on_a_ctc_only_checkpoint_are_one_line_errors(las_run, tmp_path, capsys):
+    train(dict(BASE, run_name="ctc", model="deepspeech2", epochs=1, data_root=str(las_run / "LibriSpeech")))
+    best = paths.runs_dir() / "ctc" / "best.pt"
+    assert not RunDir(best.parent).media_files("*attention*", "png"), "a CTC-only run logs no attention maps"
+    code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(best), "--input", str(las_run / "LibriSpeech"),
+                           "--output", str(tmp_path / "out"), "--decoder", "joint")
+    assert code == 2 and "has no attention decoder" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(best), "--input", str(las_run / "LibriSpeech"),
+                           "--output", str(tmp_path / "out"), "--decoder", "joint+lm")
+    assert code == 2 and "needs --lm" in err
+
+
+def test_one_batch_test_memorises_with_both_heads(tiny_corpus):
+    result = overfit_one_batch(tiny_corpus, "train-clean-100", model_size="tiny", batch_size=2, max_steps=400,
+                               lr=3e-3, model="las")
+    assert result.losses[-1] < 0.1 and result.predictions == result.targets
+    assert result.other_predictions == {"attention": result.targets}
+
+
+def test_guided_attention_charges_smeared_and_backward_maps_not_the_diagonal():
+    from asr_helpers.las import guided_attention_loss
+    symbols, frames = 10, 40
+    diagonal = torch.zeros(1, symbols, frames)
+    diagonal[0, torch.arange(symbols), (torch.arange(symbols) * frames) // symbols] = 1.0
+    smeared = torch.full((1, symbols, frames), 1.0 / frames)
+    backward = diagonal.flip(-1)
+    lengths, frame_lengths = torch.tensor([symbols]), torch.tensor([frames])
+    costs = [float(guided_attention_loss(m, lengths, frame_lengths)) for m in (diagonal, smeared, backward)]
+    assert costs[0] < 0.01 < 0.4 < costs[1] < costs[2]
+    padded = torch.cat([diagonal, torch.zeros(1, symbols, 20)], -1)
+    extra_rows = torch.cat([padded, torch.rand(1, 5, frames + 20)], 1)
+    assert float(guided_attention_loss(extra_rows, lengths, frame_lengths)) == pytest.approx(costs[0], abs=1e-6)
+
+
+def test_guided_attention_adds_to_the_joint_loss_only_when_asked():
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer()
+    targets = torch.tensor(tokenizer.encode("the cat") + tokenizer.encode("a mat"))
+    batch = Batch(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000]), targets, torch.tensor([7, 5]),
+                  ["the cat", "a mat"], ["a", "b"])
+    losses = []
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = build_model("tiny", tokenizer, model="las", guided_attention=weight).eval()
+        with torch.no_grad():
+            losses.append(float(model(batch).loss))
+    assert losses[1] > losses[0] + 0.1
+    with pytest.raises(ValueError, match="guided_attention"):
+        TrainConfig(model="las", guided_attention=-1.0)
