@@ -20,15 +20,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
 from asr_helpers.ctc_prefix import LOG_ZERO, CTCPrefixScorer
 from asr_helpers.decoding import Encoding
-from asr_helpers.lm import TuneResult
-from asr_helpers.metrics import wer
+
+if TYPE_CHECKING:
+    from asr_helpers.lm import TuneResult
 
 CTC_CANDIDATE_RATIO = 1.5  # candidates per hypothesis scored by CTC: this times the beam (ESPnet's choice)
 
@@ -194,6 +195,8 @@ def tune_rescoring(nbests: Sequence[Sequence[tuple[str, float]]], references: Se
 
     Ties go to the smaller alpha, then the smaller beta, as for the CTC LM decoder.
     """
+    from asr_helpers.lm import TuneResult  # here: lm and metrics need jiwer, which a bare GPU machine lacks
+    from asr_helpers.metrics import wer
     if len(nbests) != len(references) or not references:
         raise ValueError(f"need one N-best list per reference (>0), got {len(nbests)} and {len(references)}")
     if not alphas or not betas:
