@@ -20,7 +20,6 @@ from asr_helpers.decoding import available_decoders, build_decoder
 from asr_helpers.evaluation import ModelOutputs, compute_outputs
 from asr_helpers.manifest import Utterance
 from asr_helpers.metrics import cer, utterance_errors, wer
-from asr_helpers.recognizer import JointRecognizer
 from asr_helpers.rundir import RunDir
 
 
@@ -49,10 +48,7 @@ def cached_outputs(checkpoint: Path, utterances: list[Utterance], name: str, dev
 def attention_search(checkpoint: Path, beam: int = 8, ctc_weight: float = 0.3,
                      device: str | None = None) -> AttentionSearch | None:
     """The attention decoders of a joint CTC/attention checkpoint; None for a CTC-only one."""
-    recognizer, tokenizer, _ = load_recognizer(checkpoint, device or "cpu")
-    if not isinstance(recognizer, JointRecognizer) or recognizer.joint.decoder is None:
-        return None
-    return AttentionSearch(recognizer.joint, tokenizer, beam, ctc_weight)
+    return load_recognizer(checkpoint, device or "cpu")[0].attention_search(beam, ctc_weight)
 
 
 @dataclass

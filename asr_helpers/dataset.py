@@ -43,6 +43,14 @@ class Batch:
         return Batch(move(self.waves), move(self.wave_lengths), move(self.targets),
                      move(self.target_lengths), self.texts, self.ids, self.skipped)
 
+    def row(self, index: int) -> "Batch":
+        """Utterance ``index`` alone, its padding cut off (a batch of one)."""
+        start = int(self.target_lengths[:index].sum())
+        end = start + int(self.target_lengths[index])
+        return Batch(self.waves[index:index + 1, : int(self.wave_lengths[index])], self.wave_lengths[index:index + 1],
+                     self.targets[start:end], self.target_lengths[index:index + 1], self.texts[index:index + 1],
+                     self.ids[index:index + 1])
+
     def pin_memory(self) -> "Batch":
         return Batch(self.waves.pin_memory(), self.wave_lengths.pin_memory(), self.targets.pin_memory(),
                      self.target_lengths.pin_memory(), self.texts, self.ids, self.skipped)

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from asr_helpers.audio import AudioError, load_audio
 from asr_helpers.checkpoint import load_recognizer
 from asr_helpers.decoding import ATTENTION_DECODERS, DECODERS, build_decoder
-from asr_helpers.recognizer import JointRecognizer
 from asr_helpers.rundir import LM_PARAMS, RESCORING_PARAMS
 
 log = logging.getLogger(__name__)
@@ -177,13 +176,12 @@ def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
 
 def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float, lm_path: Path | None):
     """The attention decoders of a joint checkpoint, with the tuned N-best rescorer when ``lm_path`` is given."""
-    from asr_helpers.attention_decoding import AttentionSearch, LMRescorer
-    if not isinstance(recognizer, JointRecognizer) or recognizer.joint.decoder is None:
+    from asr_helpers.attention_decoding import LMRescorer
+    rescorer = None if lm_path is None else LMRescorer(lm_path, *_tuned(checkpoint, RESCORING_PARAMS, "joint+lm rescoring"))
+    search = recognizer.attention_search(beam, ctc_weight, rescorer)
+    if search is None:
         raise ValueError(f"{checkpoint} has no attention decoder (a DeepSpeech2 run): use --decoder greedy, beam or lm")
-    rescorer = None
-    if lm_path is not None:
-        rescorer = LMRescorer(lm_path, *_tuned(checkpoint, RESCORING_PARAMS, "joint+lm rescoring"))
-    return AttentionSearch(recognizer.joint, recognizer.tokenizer, beam, ctc_weight, rescorer)
+    return search
 
 
 def _measure(items: list[AudioInput], report: TranscribeReport) -> list[AudioInput]:

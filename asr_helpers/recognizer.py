@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from asr_helpers.attention_decoding import attention_greedy
+from asr_helpers.attention_decoding import AttentionSearch, attention_greedy
 from asr_helpers.attention_maps import lock_on
 from asr_helpers.augment import SpecAugment, spec_augment_from_preset
 from asr_helpers.config import MODELS
@@ -107,6 +107,10 @@ class CTCRecognizer(SpeechModel):
         log_probs, lengths = self.net(feats, frames)
         return [Encoding(lp[:n].float().cpu().numpy()) for lp, n in zip(log_probs, lengths.tolist())]
 
+    def attention_search(self, beam: int = 8, ctc_weight: float = 0.3, rescorer=None) -> AttentionSearch | None:
+        """The registry's attention decoders for this model (None: a CTC-only model has none)."""
+        return None
+
     def checkpoint_entries(self) -> dict:
         """The DeepSpeech2 weights and settings, as ``checkpoint.load_model`` reads them."""
         return {"model": self.net.state_dict(), "model_config": config_to_dict(self.net.config)}
@@ -192,18 +196,22 @@ class JointRecognizer(CTCRecognizer):
     def attention_map(self, batch: Batch) -> tuple[torch.Tensor, list[str], int] | None:
         if self.joint.decoder is None:
             return None
+        row = int(batch.target_lengths.argmin())
+        one = batch.row(row)
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                output = self(batch)
+                output = self(one)
         finally:
             self.train(was_training)
-        row = int(batch.target_lengths.argmin())
-        start = int(batch.target_lengths[:row].sum())
-        ids = batch.targets[start: start + int(batch.target_lengths[row])].tolist()
-        symbols = [self.tokenizer.decode([i]) for i in ids] + ["<eos>"]
-        return output.attention[row, : len(symbols), : int(output.lengths[row])].float().cpu(), symbols, row
+        symbols = [self.tokenizer.decode([i]) for i in one.targets.tolist()] + ["<eos>"]
+        return output.attention[0, : len(symbols), : int(output.lengths[0])].float().cpu(), symbols, row
+
+    def attention_search(self, beam: int = 8, ctc_weight: float = 0.3, rescorer=None) -> AttentionSearch | None:
+        if self.joint.decoder is None:  # trained with ctc_weight 1.0
+            return None
+        return AttentionSearch(self.joint, self.tokenizer, beam, ctc_weight, rescorer)
 
     def checkpoint_entries(self) -> dict:
         """Both heads' weights, the encoder's settings (read by the CTC tools) and the joint settings."""

@@ -304,8 +304,9 @@ class Trainer:
         return results
 
     def _dev_batch(self, utterances) -> Batch | None:
+        """The utterance with the shortest transcript among ``utterances``, read alone (its map is the most readable)."""
         from asr_helpers.dataset import SpeechDataset, collate
-        return collate([SpeechDataset(utterances, self.data.tokenizer)[i] for i in range(len(utterances))])
+        return collate([SpeechDataset([min(utterances, key=lambda u: len(u.text))], self.data.tokenizer)[0]])
 
     def _log_attention(self, tracker: Tracker, name: str, batch: Batch | None) -> None:
         """The model's attention map of one utterance of the batch (models without attention have none)."""
