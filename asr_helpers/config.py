@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MODELS = ("deepspeech2", "las")
+ATTENTION_KINDS = ("location", "dot")  # the las decoder's attention (attention.DecoderConfig)
 AUGMENT_LEVELS = ("none", "light", "full")
 
 
@@ -29,6 +30,7 @@ class TrainConfig:
     model: str = "deepspeech2"              # deepspeech2 (CTC) | las (the same encoder + attention decoder, joint loss)
     ctc_weight: float = 0.3                 # las only: w * CTC + (1 - w) * attention (1.0: CTC only, 0.0: attention only)
     guided_attention: float = 0.0           # las only: weight of a diagonal prior on attention (helps short runs lock on)
+    attention: str = "location"             # las only: location (one symbol at a time) | dot (all at once: fast on CPU)
     model_size: str = "small"               # tiny | small | base (kaggle: base)
     rnn_mode: str = "auto"                  # auto | masked | packed (auto: packed on GPU, masked on CPU)
     epochs: int = 10                        # kaggle: 50
@@ -64,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"ctc_weight must lie in [0, 1], got {self.ctc_weight!r}")
         if self.guided_attention < 0.0:
             raise ValueError(f"guided_attention must not be negative, got {self.guided_attention!r}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, not {self.attention!r}")
         if self.augment not in AUGMENT_LEVELS:
             raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, not {self.augment!r}")
         for name in ("epochs", "batch_seconds", "lr", "grad_accum", "max_seconds"):

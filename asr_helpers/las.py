@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from asr_helpers.attention import (AttentionDecoder, DecoderConfig, EncoderMemory, label_smoothed_cross_entropy,
+from asr_helpers.attention import (DecoderConfig, EncoderMemory, attention_decoder, label_smoothed_cross_entropy,
                                    teacher_forcing_pairs)
 from asr_helpers.model import (DeepSpeech2, ModelConfig, config_from_dict, config_to_dict, ctc_loss, model_config,
                                time_mask)
@@ -59,11 +59,11 @@ class JointConfig:
 
 
 def joint_config(preset: str, vocab_size: int, ctc_weight: float = 0.3, label_smoothing: float = 0.1,
-                 guided_attention: float = 0.0, **encoder_overrides) -> JointConfig:
+                 guided_attention: float = 0.0, attention: str = "location", **encoder_overrides) -> JointConfig:
     """The DeepSpeech2 preset of the same name for the encoder, with a decoder sized to match."""
     encoder = model_config(preset, vocab_size, **encoder_overrides)
-    return JointConfig(encoder, DecoderConfig(**DECODER_PRESETS[preset]), ctc_weight, label_smoothing,
-                       guided_attention)
+    return JointConfig(encoder, DecoderConfig(**DECODER_PRESETS[preset], attention=attention), ctc_weight,
+                       label_smoothing, guided_attention)
 
 
 def guided_attention_loss(attention: torch.Tensor, symbol_lengths: torch.Tensor, frame_lengths: torch.Tensor,
@@ -113,7 +113,7 @@ class JointCTCAttention(nn.Module):
         self.blank = blank
         self.encoder = DeepSpeech2(config.encoder)  # convolutions, recurrent stack and the CTC head
         self.decoder = (None if config.ctc_weight == 1.0 else
-                        AttentionDecoder(config.encoder.vocab_size, config.encoder.rnn_hidden, config.decoder, blank))
+                        attention_decoder(config.encoder.vocab_size, config.encoder.rnn_hidden, config.decoder, blank))
 
     @property
     def eos(self) -> int:

@@ -224,18 +224,18 @@ class JointRecognizer(CTCRecognizer):
 
 def build_model(model_size: str, tokenizer, *, rnn_mode: str = "masked", augment: str = "none",
                 model: str = "deepspeech2", ctc_weight: float = 0.3, label_smoothing: float = 0.1,
-                guided_attention: float = 0.0) -> CTCRecognizer:
+                guided_attention: float = 0.0, attention: str = "location") -> CTCRecognizer:
     """A preset sized to the tokenizer's vocabulary, with the SpecAugment of ``augment``.
 
     ``model`` is ``deepspeech2`` (CTC) or ``las`` (the same encoder with an attention decoder,
     trained with ``ctc_weight`` on the CTC loss, ``label_smoothing`` on its cross-entropy and
-    ``guided_attention`` on ``las.guided_attention_loss``).
+    ``guided_attention`` on ``las.guided_attention_loss``; ``attention`` is ``location`` or ``dot``).
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, not {model!r}")
     if model == "las":
         config = joint_config(model_size, tokenizer.vocab_size, ctc_weight, label_smoothing, guided_attention,
-                              rnn_mode=rnn_mode)
+                              attention, rnn_mode=rnn_mode)
         augmentation = spec_augment_from_preset(augment, config.encoder.n_mels)
         return JointRecognizer(JointCTCAttention(config, tokenizer.blank_id), tokenizer, augmentation)
     config = model_config(model_size, tokenizer.vocab_size, rnn_mode=rnn_mode)

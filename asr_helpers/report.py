@@ -49,7 +49,9 @@ def run_row(run: Path) -> dict:
     """One line per run: what was set and what came out (final greedy dev metrics)."""
     config, summary = RunDir(run).read_config(), RunDir(run).read_summary()
     kind = config.get("model", "deepspeech2")
-    model = f"{kind} {config.get('model_size')}" + (f", ctc_weight {config.get('ctc_weight')}" if kind == "las" else "")
+    model = f"{kind} {config.get('model_size')}"
+    if kind == "las":
+        model += f", {config.get('attention', 'location')} attention, ctc_weight {config.get('ctc_weight')}"
     row = {"run": run.name, "model": model, "tokenizer": config.get("tokenizer"),
            "augment": config.get("augment"), "corpus": config.get("corpus"), "epochs_done": summary.get("epochs"),
            "steps": summary.get("steps"), "minutes": round(summary.get("minutes", float("nan")), 1),

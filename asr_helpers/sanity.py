@@ -24,7 +24,8 @@ class OverfitResult:
 
 def overfit_one_batch(root: Path, split: str, model_size: str = "small", batch_size: int = 6,
                       max_steps: int = 400, lr: float = 2e-3, target_loss: float = 0.1,
-                      seed: int = 0, model: str = "deepspeech2", ctc_weight: float = 0.3) -> OverfitResult:
+                      seed: int = 0, model: str = "deepspeech2", ctc_weight: float = 0.3,
+                      attention: str = "location") -> OverfitResult:
     """Train on the ``batch_size`` shortest utterances until the loss is below ``target_loss`` and
     every quick decoding reproduces them (or ``max_steps`` run out).
 
@@ -36,7 +37,8 @@ def overfit_one_batch(root: Path, split: str, model_size: str = "small", batch_s
     tokenizer = CharTokenizer()
     utterances = sorted(index_split(root, split).utterances, key=lambda u: (u.seconds, u.id))[:batch_size]
     batch = collate([SpeechDataset(utterances, tokenizer)[i] for i in range(len(utterances))])
-    recognizer = build_model(model_size, tokenizer, model=model, ctc_weight=ctc_weight, label_smoothing=0.0)
+    recognizer = build_model(model_size, tokenizer, model=model, ctc_weight=ctc_weight, label_smoothing=0.0,
+                             attention=attention)
     optimizer = torch.optim.Adam(recognizer.parameters(), lr=lr)
     losses, decoded, started = [], {}, time.monotonic()
     recognizer.train()

@@ -26,7 +26,8 @@ def build_trainer(config: TrainConfig) -> Trainer:
     data = build_data(config, place.rank, place.world, pin_memory=place.device.type == "cuda")
     rnn_mode = config.rnn_mode if config.rnn_mode != "auto" else ("packed" if place.device.type == "cuda" else "masked")
     model = build_model(config.model_size, data.tokenizer, rnn_mode=rnn_mode, augment=config.augment,
-                        model=config.model, ctc_weight=config.ctc_weight, guided_attention=config.guided_attention)
+                        model=config.model, ctc_weight=config.ctc_weight, guided_attention=config.guided_attention,
+                        attention=config.attention)
     dropped = data.keep_learnable(model.learnable)
     if dropped:
         print(f"dropped {dropped} training utterances whose transcript is too long for CTC")

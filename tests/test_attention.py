@@ -3,21 +3,22 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from asr_helpers.attention import (AttentionDecoder, DecoderConfig, label_smoothed_cross_entropy,
-                                   teacher_forcing_pairs)
+from asr_helpers.attention import (AttentionDecoder, DecoderConfig, DotAttentionDecoder, attention_decoder,
+                                   label_smoothed_cross_entropy, teacher_forcing_pairs)
 from asr_helpers.attention_maps import attention_figure, lock_on, mean_lock_on, monotonic_path
 
 VOCAB, ENCODER_DIM = 6, 8
 CONFIG = DecoderConfig(embed_dim=8, hidden=12, layers=2, attention_dim=10, location_channels=3, location_width=5)
 
 
-def _decoder() -> AttentionDecoder:
+def _decoder(attention: str = "location") -> AttentionDecoder | DotAttentionDecoder:
     torch.manual_seed(0)
-    return AttentionDecoder(VOCAB, ENCODER_DIM, CONFIG).eval()
+    return attention_decoder(VOCAB, ENCODER_DIM, DecoderConfig(**{**CONFIG.to_dict(), "attention": attention})).eval()
 
 
-def test_padded_encoder_frames_change_neither_weights_nor_outputs():
-    decoder = _decoder()
+@pytest.mark.parametrize("attention", ["location", "dot"])
+def test_padded_encoder_frames_change_neither_weights_nor_outputs(attention):
+    decoder = _decoder(attention)
     lengths = torch.tensor([9, 5])
     states = torch.randn(2, 9, ENCODER_DIM)
     changed = states.clone()
@@ -33,8 +34,9 @@ def test_padded_encoder_frames_change_neither_weights_nor_outputs():
     assert torch.allclose(alone_weights, weights[1:, :, :5], atol=1e-6)
 
 
-def test_decoder_never_emits_the_blank_and_step_matches_teacher_forcing():
-    decoder = _decoder()
+@pytest.mark.parametrize("attention", ["location", "dot"])
+def test_decoder_never_emits_the_blank_and_step_matches_teacher_forcing(attention):
+    decoder = _decoder(attention)
     memory = decoder.memory(torch.randn(1, 7, ENCODER_DIM), torch.tensor([7]))
     inputs = torch.tensor([[VOCAB, 3, 1]])
     logits, weights = decoder(memory, inputs)
@@ -43,7 +45,8 @@ def test_decoder_never_emits_the_blank_and_step_matches_teacher_forcing():
     state = decoder.initial_state(memory)
     for position in range(3):
         step_logits, state = decoder.step(memory, inputs[:, position], state)
-        assert torch.equal(step_logits, logits[:, position])
+        assert torch.allclose(step_logits, logits[:, position], atol=1e-6)
+        assert torch.allclose(state.weights, weights[:, position], atol=1e-6)
 
 
 def test_teacher_forcing_pairs_put_start_before_and_end_after_each_target():
@@ -72,6 +75,13 @@ def test_decoder_config_refuses_bad_settings():
         DecoderConfig(layers=3)
     with pytest.raises(ValueError, match="odd"):
         DecoderConfig(location_width=4)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        DecoderConfig(attention="additive")
+
+
+def test_the_config_names_the_decoder_class():
+    assert type(_decoder("location")) is AttentionDecoder
+    assert type(_decoder("dot")) is DotAttentionDecoder
 
 
 def test_lock_on_is_one_on_a_staircase_and_small_when_smeared_or_stuck():

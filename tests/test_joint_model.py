@@ -52,12 +52,16 @@ def test_settings_name_the_model_and_refuse_bad_values():
         TrainConfig(model="transformer")
     with pytest.raises(ValueError, match="ctc_weight must lie in"):
         TrainConfig(model="las", ctc_weight=1.5)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        TrainConfig(model="las", attention="additive")
 
 
-def test_build_model_gives_the_joint_recognizer_whose_loss_reports_both_parts():
+@pytest.mark.parametrize("attention", ["location", "dot"])
+def test_build_model_gives_the_joint_recognizer_whose_loss_reports_both_parts(attention):
     torch.manual_seed(0)
     tokenizer = CharTokenizer()
-    model = build_model("tiny", tokenizer, model="las", ctc_weight=0.3)
+    model = build_model("tiny", tokenizer, model="las", ctc_weight=0.3, attention=attention)
+    assert model.joint.config.decoder.attention == attention
     assert isinstance(model, JointRecognizer) and isinstance(build_model("tiny", tokenizer), CTCRecognizer)
     waves, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000])
     targets = torch.tensor(tokenizer.encode("the cat") + tokenizer.encode("a mat"))
@@ -167,6 +171,19 @@ def test_attention_decoders_on_a_ctc_only_checkpoint_are_one_line_errors(las_run
     code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(best), "--input", str(las_run / "LibriSpeech"),
                            "--output", str(tmp_path / "out"), "--decoder", "joint+lm")
     assert code == 2 and "needs --lm" in err
+
+
+def test_a_dot_attention_run_trains_saves_and_transcribes(las_run, tmp_path, capsys):
+    from asr_helpers.attention import DotAttentionDecoder
+    train(dict(BASE, run_name="dot", attention="dot", epochs=1, data_root=str(las_run / "LibriSpeech")))
+    best = paths.runs_dir() / "dot" / "best.pt"
+    recognizer, _, config = load_recognizer(best)
+    assert isinstance(recognizer.joint.decoder, DotAttentionDecoder) and config["attention"] == "dot"
+    assert RunDir(best.parent).media_files("eval/dev-clean/attention", "png")
+    code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(best), "--input", str(las_run / "LibriSpeech"),
+                           "--output", str(tmp_path / "out"), "--decoder", "joint", "--attention-beam", "2")
+    assert code == 0, err
+    assert len(list((tmp_path / "out").glob("*.txt"))) == len(list((las_run / "LibriSpeech").rglob("*.flac")))
 
 
 def test_one_batch_test_memorises_with_both_heads(tiny_corpus):
