@@ -17,7 +17,7 @@ Corpus and data (low)
     dataset, augment    dataset, collate, length-bucketed sampler; wave and spectrogram augmentations
 Model and decoding (low)
     features, model     log-mel front end; DeepSpeech2, its output-length rule and the CTC loss
-    attention, las      the location-aware attention decoder; the joint CTC/attention model (LAS + CTC)
+    attention, las      the attention decoders (location-aware, dot-product); the joint CTC/attention model (LAS + CTC)
     recognizer          the models the loop plugs in (DeepSpeech2, joint): batch -> loss, outputs, quick decoding
     decoding, lm        greedy, prefix beam search, LM fusion and the registry of every decoder; n-gram LMs
     ctc_prefix,         CTC prefix scores; attention greedy, beam and joint CTC/attention search,

@@ -24,9 +24,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
+from asr_helpers.attention import teacher_forcing_pairs
 from asr_helpers.ctc_prefix import LOG_ZERO, CTCPrefixScorer
 from asr_helpers.decoding import Encoding
+from asr_helpers.model import time_mask
 
 if TYPE_CHECKING:
     from asr_helpers.lm import TuneResult
@@ -235,7 +238,9 @@ class AttentionSearch:
 
     ``attention``: greedy; ``attention_beam``: beam search on attention alone; ``joint``: the
     one-pass joint search with the CTC prefix score weighted ``ctc_weight``; ``joint+lm``: the
-    joint search's ``beam`` best, re-ranked by ``rescorer``. ``beam`` is the attention beam
+    joint search's ``beam`` best, re-ranked by ``rescorer``, together with the texts ``proposer``
+    finds in the CTC log-probs (the CTC + LM beam search's N best: WeNet's attention rescoring
+    the other way round), each given the joint score the search would have given it. ``beam`` is the attention beam
     (kept small: every step runs the decoder once per hypothesis). The joint search runs once
     per utterance: ``joint``, ``joint+lm`` and tuning the rescorer reuse it.
     """
@@ -244,6 +249,7 @@ class AttentionSearch:
     beam: int = 8
     ctc_weight: float = 0.3
     rescorer: LMRescorer | None = None
+    proposer: Callable[[np.ndarray], list[str]] | None = None  # more joint+lm candidates from CTC log-probs
 
     def __post_init__(self):
         if self.model.decoder is None:
@@ -271,8 +277,35 @@ class AttentionSearch:
                            nbest=nbest)
 
     def nbest(self, items: Sequence[Encoding]) -> list[list[tuple[str, float]]]:
-        """(text, joint score) of the ``beam`` best hypotheses per utterance: what the LM re-ranks."""
-        return [[(self.tokenizer.decode(h.tokens), h.score) for h in self._joint(item)] for item in items]
+        """(text, joint score) of the ``beam`` best hypotheses per utterance, and of the proposer's
+        texts the search did not find: what the LM re-ranks."""
+        lists = []
+        for item in items:
+            found = [(self.tokenizer.decode(h.tokens), h.score) for h in self._joint(item)]
+            known = {text for text, _ in found}
+            extra = [] if self.proposer is None else list(dict.fromkeys(
+                text for text in self.proposer(item.log_probs) if text not in known))
+            lists.append(found + list(zip(extra, self.text_scores(item, extra))))
+        return lists
+
+    @torch.no_grad()
+    def text_scores(self, item: Encoding, texts: Sequence[str]) -> list[float]:
+        """Joint scores of whole transcripts: ``ctc_weight * log p_ctc + (1 - ctc_weight) * log p_att``
+        (end symbol included), what the joint search's ``Hypothesis.score`` adds up to."""
+        if not texts:
+            return []
+        ids = [self.tokenizer.encode(text) for text in texts]
+        targets = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=self.device)
+        lengths = torch.tensor([len(row) for row in ids], device=self.device)
+        inputs, outputs, output_lengths = teacher_forcing_pairs(targets, lengths, self.model.eos)
+        logits, _ = self.model.decoder(self._memory(item).expand(len(texts)), inputs)
+        per_symbol = logits.float().log_softmax(-1).gather(-1, outputs[..., None]).squeeze(-1)
+        attention = per_symbol.masked_fill(~time_mask(output_lengths, outputs.shape[1]), 0.0).sum(1)
+        log_probs = torch.as_tensor(item.log_probs, dtype=torch.float32, device=self.device)
+        frames = torch.full((len(texts),), len(log_probs), device=self.device)
+        ctc = -F.ctc_loss(log_probs[:, None, :].expand(-1, len(texts), -1), targets, frames, lengths,
+                          blank=self.model.blank, reduction="none", zero_infinity=False)
+        return ((1.0 - self.ctc_weight) * attention + self.ctc_weight * ctc).tolist()
 
     def tune(self, items: Sequence[Encoding], references: Sequence[str], lm_path: Path | str, **grid) -> TuneResult:
         """Tune the rescorer's alpha and beta on dev (``tune_rescoring``) and keep them."""

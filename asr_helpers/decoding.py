@@ -315,6 +315,11 @@ class LMDecoder:
         """Best text for one utterance's log-probs [T, V]."""
         return self._decoder.decode(self._matrix(log_probs), **self._search_options())
 
+    def nbest(self, log_probs: np.ndarray, count: int) -> list[str]:
+        """The ``count`` best distinct texts of the beam search, best first (for another model to re-rank)."""
+        beams = self._decoder.decode_beams(self._matrix(log_probs), **self._search_options())
+        return list(dict.fromkeys(beam[0] for beam in beams))[:count]
+
     def decode_batch(self, log_probs_list: Sequence[np.ndarray], pool_size: int = 1) -> list[str]:
         """Best texts for many utterances, on ``pool_size`` forked worker processes.
 

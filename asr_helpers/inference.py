@@ -137,7 +137,7 @@ class Transcriber:
         self.attention = None
         if decoder in ATTENTION_DECODERS:
             self.attention = _attention_search(Path(checkpoint), self.recognizer, attention_beam, ctc_weight,
-                                               lm_path if decoder == "joint+lm" else None)
+                                               lm_path if decoder == "joint+lm" else None, beam_width)
         self.decoder = build_decoder(decoder, self.tokenizer, beam_width=beam_width, lm_decoder=self.lm_decoder,
                                      pool_size=pool_size, attention=self.attention)
 
@@ -174,13 +174,18 @@ def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
     return LMDecoder(tokenizer.labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width)
 
 
-def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float, lm_path: Path | None):
-    """The attention decoders of a joint checkpoint, with the tuned N-best rescorer when ``lm_path`` is given."""
+def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float, lm_path: Path | None,
+                      beam_width: int):
+    """The attention decoders of a joint checkpoint; with ``lm_path``, the tuned N-best rescorer and the
+    CTC + LM beam search that proposes candidates to it (as in 04)."""
     from asr_helpers.attention_decoding import LMRescorer
-    rescorer = None if lm_path is None else LMRescorer(lm_path, *_tuned(checkpoint, RESCORING_PARAMS, "joint+lm rescoring"))
-    search = recognizer.attention_search(beam, ctc_weight, rescorer)
+    search = recognizer.attention_search(beam, ctc_weight)
     if search is None:
         raise ValueError(f"{checkpoint} has no attention decoder (a DeepSpeech2 run): use --decoder greedy, beam or lm")
+    if lm_path is not None:
+        search.rescorer = LMRescorer(lm_path, *_tuned(checkpoint, RESCORING_PARAMS, "joint+lm rescoring"))
+        proposals = _lm_decoder(checkpoint, recognizer.tokenizer, lm_path, beam_width)
+        search.proposer = lambda log_probs: proposals.nbest(log_probs, beam)
     return search
 
 

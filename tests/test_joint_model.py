@@ -140,6 +140,20 @@ def test_joint_and_joint_lm_share_one_search_per_utterance(las_run, tmp_path, mo
     assert len(calls) == 4
 
 
+def test_joint_lm_candidates_from_another_search_get_the_score_the_joint_search_gives(las_run):
+    recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
+    search = AttentionSearch(recognizer.joint, tokenizer, beam=3)
+    torch.manual_seed(1)
+    item = recognizer.encodings(torch.randn(1, recognizer.joint.config.encoder.n_mels, 80), torch.tensor([80]))[0]
+    found = search.nbest([item])[0]
+    texts = [text for text, _ in found]
+    assert search.text_scores(item, texts) == pytest.approx([score for _, score in found], abs=1e-3)
+    search.proposer = lambda log_probs: [texts[0], "the cat", "the cat", ""]
+    pooled = search.nbest([item])[0]
+    assert pooled[:len(found)] == found and [text for text, _ in pooled[len(found):]] == ["the cat", ""]
+    assert search.text_scores(item, ["the cat"])[0] == pytest.approx(pooled[len(found)][1])
+
+
 def test_transcribe_with_every_decoder_from_a_joint_checkpoint_and_its_export(las_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(las_run / "runs" / "las", run)
