@@ -13,12 +13,14 @@ tokenizer turns them into text.
 - ``rescore_nbest``/``tune_rescoring``: a word LM re-ranks the beam's N best
   (``score + alpha * lm + beta * words``), alpha and beta tuned on dev like the CTC LM decoder's.
 - ``AttentionSearch``: all of these for a trained model, by the decoder registry's names
-  (``attention``, ``attention_beam``, ``joint``, ``joint+lm``), on ``decoding.Encoding`` items.
+  (``attention``, ``attention_beam``, ``joint``, ``joint+lm``), on ``decoding.Encoding`` items;
+  it also tunes the joint search's CTC weight on dev (``CTCWeightResult``, ``joint_params.json``).
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from asr_helpers.lm import TuneResult
 
 CTC_CANDIDATE_RATIO = 1.5  # candidates per hypothesis scored by CTC: this times the beam (ESPnet's choice)
+DECODE_CTC_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)  # the joint search's CTC weights tried on dev
 
 
 @dataclass
@@ -238,6 +241,20 @@ class LMRescorer:
 
 
 @dataclass
+class CTCWeightResult:
+    """The joint search's CTC weight chosen on dev, with every tried weight's CER there."""
+    ctc_weight: float
+    cer: float
+    weights: list[float]
+    cers: list[float]
+
+    def save(self, path: Path) -> Path:
+        """Write the result as JSON (``RunDir.joint_params``: next to the checkpoint it was tuned for)."""
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return Path(path)
+
+
+@dataclass
 class AttentionSearch:
     """The attention decoders of a trained ``las.JointCTCAttention``, by the registry's names.
 
@@ -247,7 +264,7 @@ class AttentionSearch:
     finds in the CTC log-probs (the CTC + LM beam search's N best: WeNet's attention rescoring
     the other way round), each given the joint score the search would have given it. ``beam`` is the attention beam
     (kept small: every step runs the decoder once per hypothesis). The joint search runs once
-    per utterance: ``joint``, ``joint+lm`` and tuning the rescorer reuse it.
+    per utterance and CTC weight: ``joint``, ``joint+lm`` and tuning the rescorer reuse it.
     """
     model: object            # las.JointCTCAttention with a decoder
     tokenizer: object
@@ -260,11 +277,11 @@ class AttentionSearch:
         if self.model.decoder is None:
             raise ValueError("this model has no attention decoder (trained with ctc_weight=1.0): use the CTC decoders")
         self.device = next(self.model.parameters()).device
-        self._joint_found: dict[int, tuple[np.ndarray, list[Hypothesis]]] = {}  # joint search per utterance
+        self._joint_found: dict[tuple[int, float], tuple[np.ndarray, list[Hypothesis]]] = {}  # per utterance, weight
 
     def _joint(self, item: Encoding) -> list[Hypothesis]:
         """The joint search's ``beam`` best for ``item``, searched once: ``joint`` and ``joint+lm`` share it."""
-        key = id(item.log_probs)
+        key = (id(item.log_probs), self.ctc_weight)
         if key not in self._joint_found or self._joint_found[key][0] is not item.log_probs:
             self._joint_found[key] = (item.log_probs, self.hypotheses(item, self.ctc_weight, self.beam))
         return self._joint_found[key][1]
@@ -311,6 +328,25 @@ class AttentionSearch:
         ctc = -F.ctc_loss(log_probs[:, None, :].expand(-1, len(texts), -1), targets, frames, lengths,
                           blank=self.model.blank, reduction="none", zero_infinity=False)
         return ((1.0 - self.ctc_weight) * attention + self.ctc_weight * ctc).tolist()
+
+    def tune_ctc_weight(self, items: Sequence[Encoding], references: Sequence[str],
+                        weights: Sequence[float] = DECODE_CTC_WEIGHTS) -> CTCWeightResult:
+        """Choose the joint search's CTC weight by CER on dev (ties: the smaller weight) and keep it.
+
+        The weight to decode with need not be the one the model trained with: after a short run the
+        attention decoder is still weak and the CTC prefix score deserves more (the 20-minute ``las``
+        run, trained at 0.3, decodes dev-clean best at 0.5).
+        """
+        from asr_helpers.metrics import cer  # here: metrics needs jiwer, which a bare GPU machine lacks
+        if not weights or any(not 0.0 < w <= 1.0 for w in weights):
+            raise ValueError(f"CTC weights must lie in (0, 1], got {list(weights)}")
+        rates = []
+        for weight in weights:
+            self.ctc_weight = float(weight)
+            rates.append(float(cer(references, self.decode("joint", items))))
+        best = int(np.argmin(rates))
+        self.ctc_weight = float(weights[best])
+        return CTCWeightResult(self.ctc_weight, rates[best], [float(w) for w in weights], rates)
 
     def tune(self, items: Sequence[Encoding], references: Sequence[str], lm_path: Path | str, **grid) -> TuneResult:
         """Tune the rescorer's alpha and beta on dev (``tune_rescoring``) and keep them."""

@@ -14,15 +14,16 @@ import torch
 
 from asr_helpers.checkpoint import load_checkpoint, save_atomic
 from asr_helpers.download import file_digest
-from asr_helpers.rundir import LM_PARAMS, RESCORING_PARAMS
+from asr_helpers.rundir import JOINT_PARAMS, LM_PARAMS, RESCORING_PARAMS, read_json
 
 EXPORT_FORMAT = "asr-workbook-export/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Path:
-    """Write the inference part of ``checkpoint`` to ``out``, with the tuned LM weights from
-    ``lm_params.json`` (and ``rescoring_params.json``) next to it when there is one; floating weights are stored as ``dtype``."""
+    """Write the inference part of ``checkpoint`` to ``out``, with the tuned weights from ``lm_params.json``
+    (and a joint model's ``rescoring_params.json`` and ``joint_params.json``) next to it when there are
+    some; floating weights are stored as ``dtype``."""
     from asr_helpers.lm import load_lm_params
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
@@ -42,6 +43,8 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Pa
             exported[Path(name).stem] = asdict(load_lm_params(checkpoint, name))
         except FileNotFoundError:
             pass
+    if (checkpoint.parent / JOINT_PARAMS).is_file():
+        exported[Path(JOINT_PARAMS).stem] = read_json(checkpoint.parent / JOINT_PARAMS)
     save_atomic(exported, out)
     return out
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from asr_helpers.audio import AudioError, load_audio
 from asr_helpers.checkpoint import load_recognizer
 from asr_helpers.decoding import ATTENTION_DECODERS, DECODERS, build_decoder
-from asr_helpers.rundir import LM_PARAMS, RESCORING_PARAMS
+from asr_helpers.rundir import JOINT_PARAMS, LM_PARAMS, RESCORING_PARAMS, read_json
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
@@ -124,7 +124,7 @@ class Transcriber:
     """A checkpoint's model, features and decoder, turning batches of waves into texts."""
 
     def __init__(self, checkpoint: Path, decoder: str, lm_path: Path | None, beam_width: int, pool_size: int,
-                 device: str | None = None, attention_beam: int = 8, ctc_weight: float = 0.3):
+                 device: str | None = None, attention_beam: int = 8, ctc_weight: float | None = None):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
         if decoder in ("lm", "joint+lm") and lm_path is None:
@@ -168,20 +168,34 @@ def _tuned(checkpoint: Path, name: str, what: str) -> tuple[float, float]:
         return 0.5, 1.0
 
 
+def _tuned_ctc_weight(checkpoint: Path) -> float:
+    """The joint search's CTC weight 04 tuned on dev (next to the checkpoint, or inside an export), else 0.3."""
+    from asr_helpers.checkpoint import embedded_lm_params
+    beside = checkpoint.parent / JOINT_PARAMS
+    state = read_json(beside) if beside.is_file() else embedded_lm_params(checkpoint, JOINT_PARAMS)
+    if not state or not isinstance(state.get("ctc_weight"), (int, float)):
+        print(f"no tuned {JOINT_PARAMS} next to {checkpoint}; joint decoding uses ctc_weight=0.3")
+        return 0.3
+    return float(state["ctc_weight"])
+
+
 def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
     from asr_helpers.decoding import LMDecoder
     alpha, beta = _tuned(checkpoint, LM_PARAMS, "the lm decoder")
     return LMDecoder(tokenizer.labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width)
 
 
-def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float, lm_path: Path | None,
+def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float | None, lm_path: Path | None,
                       beam_width: int):
-    """The attention decoders of a joint checkpoint; with ``lm_path``, the tuned N-best rescorer and the
-    CTC + LM beam search that proposes candidates to it (as in 04)."""
+    """The attention decoders of a joint checkpoint (``ctc_weight`` None: the tuned one); with ``lm_path``,
+    the tuned N-best rescorer and the CTC + LM beam search that proposes candidates to it (as in 04)."""
     from asr_helpers.attention_decoding import LMRescorer
-    search = recognizer.attention_search(beam, ctc_weight)
+    search = recognizer.attention_search(beam)
     if search is None:
         raise ValueError(f"{checkpoint} has no attention decoder (a DeepSpeech2 run): use --decoder greedy, beam or lm")
+    if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"--ctc-weight must lie in [0, 1], not {ctc_weight}")
+    search.ctc_weight = _tuned_ctc_weight(checkpoint) if ctc_weight is None else ctc_weight
     if lm_path is not None:
         search.rescorer = LMRescorer(lm_path, *_tuned(checkpoint, RESCORING_PARAMS, "joint+lm rescoring"))
         proposals = _lm_decoder(checkpoint, recognizer.tokenizer, lm_path, beam_width)
@@ -224,8 +238,9 @@ def _write(item: AudioInput, text: str, output: Path, report: TranscribeReport) 
 def transcribe(checkpoint: Path, inputs: Sequence[Path], output: Path, decoder: str = "beam",
                lm_path: Path | None = None, beam_width: int = 32, device: str | None = None,
                batch_seconds: float = 120.0, max_batch_size: int = 32, pool_size: int = 1,
-               attention_beam: int = 8, ctc_weight: float = 0.3) -> TranscribeReport:
-    """Write a transcript for every readable audio file under ``inputs``; report the others."""
+               attention_beam: int = 8, ctc_weight: float | None = None) -> TranscribeReport:
+    """Write a transcript for every readable audio file under ``inputs``; report the others (``ctc_weight``
+    None: the joint search's weight tuned in 04, as for the LM weights)."""
     output = Path(output)
     report = TranscribeReport(output=output)
     transcriber = Transcriber(Path(checkpoint), decoder, lm_path, beam_width, pool_size, device, attention_beam,

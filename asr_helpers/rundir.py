@@ -14,6 +14,7 @@ from asr_helpers import paths
 
 LM_PARAMS = "lm_params.json"  # tuned alpha/beta, kept next to the checkpoint they were tuned for
 RESCORING_PARAMS = "rescoring_params.json"  # the same for the attention model's N-best LM rescoring
+JOINT_PARAMS = "joint_params.json"  # the joint CTC/attention search's CTC weight, tuned on dev
 
 
 def read_json(path: Path) -> dict:
@@ -76,6 +77,10 @@ class RunDir:
     @property
     def rescoring_params(self) -> Path:
         return self.path / RESCORING_PARAMS
+
+    @property
+    def joint_params(self) -> Path:
+        return self.path / JOINT_PARAMS
 
     def media_file(self, name: str, step: int, suffix: str) -> Path:
         """A logged image or sound: ``media/<name, / as _>-<step>.<suffix>`` (``train/spectrogram`` at step 40

@@ -154,6 +154,39 @@ def test_joint_lm_candidates_from_another_search_get_the_score_the_joint_search_
     assert search.text_scores(item, ["the cat"])[0] == pytest.approx(pooled[len(found)][1])
 
 
+def test_the_joint_search_keeps_the_ctc_weight_with_the_lowest_dev_cer(las_run):
+    from asr_helpers.metrics import cer
+    recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
+    torch.manual_seed(2)
+    items = recognizer.encodings(torch.randn(3, recognizer.joint.config.encoder.n_mels, 80), torch.tensor([80, 70, 60]))
+    references = ["the cat", "a mat", "the mat"]
+    fresh = lambda weight: AttentionSearch(recognizer.joint, tokenizer, beam=3, ctc_weight=weight).decode("joint", items)  # noqa: E731
+    search = AttentionSearch(recognizer.joint, tokenizer, beam=3)
+    result = search.tune_ctc_weight(items, references, (0.2, 0.5, 1.0))
+    assert result.cers == pytest.approx([cer(references, fresh(w)) for w in (0.2, 0.5, 1.0)])
+    assert result.ctc_weight == (0.2, 0.5, 1.0)[int(np.argmin(result.cers))] == search.ctc_weight
+    assert search.decode("joint", items) == fresh(result.ctc_weight), "the search's memo answers for the kept weight"
+    with pytest.raises(ValueError, match="CTC weights"):
+        search.tune_ctc_weight(items, references, (0.0, 0.5))
+
+
+def test_transcribe_decodes_with_the_tuned_ctc_weight_unless_told_another(las_run, tmp_path, capsys):
+    from asr_helpers.inference import _attention_search
+    run = tmp_path / "run"
+    shutil.copytree(las_run / "runs" / "las", run)
+    recognizer = load_recognizer(run / "best.pt")[0]
+    weight = lambda checkpoint, given=None: _attention_search(checkpoint, recognizer, 3, given, None, 8).ctc_weight  # noqa: E731
+    assert weight(run / "best.pt") == 0.3 and "no tuned joint_params.json" in capsys.readouterr().out
+    RunDir(run).joint_params.write_text('{"ctc_weight": 0.9, "cer": 0.5, "weights": [0.9], "cers": [0.5]}')
+    assert weight(run / "best.pt") == 0.9 and weight(run / "best.pt", 0.4) == 0.4
+    code, _, err = run_cli(capsys, "checkpoint", "export", str(run / "best.pt"), "--out", str(tmp_path / "small.pt"))
+    assert code == 0, err
+    assert weight(tmp_path / "small.pt") == 0.9, "an export carries the tuned weight"
+    code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(run / "best.pt"), "--input", str(las_run / "LibriSpeech"),
+                           "--output", str(tmp_path / "out"), "--decoder", "joint", "--ctc-weight", "1.5")
+    assert code == 2 and "--ctc-weight must lie in [0, 1]" in err and "Traceback" not in err
+
+
 def test_transcribe_with_every_decoder_from_a_joint_checkpoint_and_its_export(las_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(las_run / "runs" / "las", run)
