@@ -229,6 +229,22 @@ def lm_grid(run: Path):
         return None
 
 
+def joint_weight_line(run: Path) -> str:
+    """One line on the CTC weight notebook 04 chose for joint decoding, with each tried weight's dev
+    CER; empty for a CTC-only run or before 04 has run."""
+    from asr_helpers.rundir import read_json
+    path = RunDir(run).joint_params
+    try:
+        state = read_json(path)
+        if not state:
+            return ""
+        tried = ", ".join(f"{w:g}: {100 * c:.1f} %" for w, c in zip(state["weights"], state["cers"]))
+        return f"Joint decoding used CTC weight **{state['ctc_weight']:g}**, the lowest dev CER ({tried})."
+    except (ValueError, KeyError, TypeError) as error:  # not JSON, or not the fields CTCWeightResult saves
+        log.warning("%s skipped: %s", path, error)
+        return ""
+
+
 def analysed_decoder(decoding: pd.DataFrame) -> tuple[str, str] | None:
     """The (split, decoder) the error analysis looks at: the last split decoded, by its best-informed decoder."""
     if decoding.empty:

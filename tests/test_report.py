@@ -134,6 +134,11 @@ def test_reads_media_lm_grid_and_ablation_histories():
     assert report.augmented_audio(run).name == "train_augmented_audio-0000030.wav"
     assert report.attention_images(run) == {}
     assert report.lm_grid(run).alpha == 0.5 and report.lm_grid(paths.runs_dir()) is None
+    assert report.joint_weight_line(run) == "", "a CTC-only run has no joint decoding"
+    RunDir(run).joint_params.write_text(json.dumps({"ctc_weight": 0.5, "cer": 0.174, "weights": [0.3, 0.5],
+                                                    "cers": [0.192, 0.174]}))
+    assert report.joint_weight_line(run) == ("Joint decoding used CTC weight **0.5**, the lowest dev CER "
+                                             "(0.3: 19.2 %, 0.5: 17.4 %).")
     samples = report.latest_samples(run)
     assert samples[["split", "prediction", "wer"]].values.tolist() == [["dev-clean", "the hat", 0.5]]
     histories, labels, missing = report.ablation_histories(["a", "nope", "a"])
@@ -228,12 +233,14 @@ def test_unreadable_records_are_skipped_with_a_warning_naming_the_file(caplog):
         handle.write("no tabs on this line\n")
     (run / "decoding.json").write_text("[{\"split\": ")
     (run / "lm_params.json").write_text(json.dumps({"alpha": 0.5}))
+    (run / "joint_params.json").write_text(json.dumps({"ctc_weight": 0.5}))
     assert len(report.history(run)) == 9
     assert report.recogs(run, "test-clean", "lm").id.tolist() == ["1-2-0000", "1-2-0001", "7-8-0000"]
-    assert report.decoder_results(run).empty and report.lm_grid(run) is None
+    assert report.decoder_results(run).empty and report.lm_grid(run) is None and report.joint_weight_line(run) == ""
     assert {c.item: c.present for c in checklist.course_checklist(run)}["gradient norm"]
     warnings = caplog.text
-    for name in ("history.jsonl line 19", "recogs-test-clean-lm.txt line 4", "decoding.json skipped", "lm_params.json skipped"):
+    for name in ("history.jsonl line 19", "recogs-test-clean-lm.txt line 4", "decoding.json skipped", "lm_params.json skipped",
+                 "joint_params.json skipped"):
         assert name in warnings, name
     (run / "decoding.json").write_text(json.dumps([{"split": "dev-clean"}]))
     assert report.decoder_results(run).empty and "expected the fields split, decoder" in caplog.text
