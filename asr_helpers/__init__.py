@@ -14,7 +14,8 @@ Corpus and data (low)
     corpora             one entry point: a corpus name -> a LibriSpeech-layout root
     manifest            one row per usable utterance, cached
     text, audio         transcript normalisation and tokenizers; reading any audio file
-    dataset, augment    dataset, collate, length-bucketed sampler; wave and spectrogram augmentations
+    dataset, augment    dataset, collate, length-bucketed sampler; wave augmentations
+    spec_augment        SpecAugment and frequency warping on log-mel batches
 Model and decoding (low)
     features, model     log-mel front end; DeepSpeech2, its output-length rule and the CTC loss
     attention, las      the attention decoders (location-aware, dot-product); the joint CTC/attention model (LAS + CTC)

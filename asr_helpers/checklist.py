@@ -71,7 +71,8 @@ def _logged_checks(files: RunDir) -> list[Check]:
 
 def augmentation_types(augment) -> list[str]:
     """The augmentation types a run's ``augment`` setting applies (wave augmentations and SpecAugment)."""
-    from asr_helpers.augment import PRESETS, SPEC_AUGMENT_PRESETS
+    from asr_helpers.augment import PRESETS
+    from asr_helpers.spec_augment import SPEC_AUGMENT_PRESETS
     specs = PRESETS.get(augment, []) if isinstance(augment, str) else list(augment or [])
     names = [spec["name"] for spec in specs if isinstance(spec, dict) and "name" in spec]
     if isinstance(augment, str) and SPEC_AUGMENT_PRESETS.get(augment):

@@ -16,7 +16,7 @@ from torch import nn
 
 from asr_helpers.attention_decoding import AttentionSearch, attention_greedy
 from asr_helpers.attention_maps import lock_on
-from asr_helpers.augment import SpecAugment, spec_augment_from_preset
+from asr_helpers.spec_augment import SpecAugment, spec_augment_from_preset
 from asr_helpers.config import MODELS
 from asr_helpers.dataset import Batch
 from asr_helpers.decoding import Encoding, greedy_decode

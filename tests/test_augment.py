@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from asr_helpers.augment import (
-    AUGMENTATION_NOTES, AUGMENTATIONS, PRESETS, Filter, Gain, Noise, Pitch, Reverb, Shift,
-    SpecAugment, Speed, WaveAugment, colored_noise, max_speed_factor, single_augmentations,
-    spec_augment_from_preset,
+    AUGMENTATION_NOTES, AUGMENTATIONS, PRESETS, Filter, Gain, Noise, Pitch, Reverb, Shift, Speed, WaveAugment,
+    colored_noise, max_speed_factor, single_augmentations,
 )
+from asr_helpers.spec_augment import SpecAugment, spec_augment_from_preset
 
 SR = 16000
 
