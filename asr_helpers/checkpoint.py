@@ -12,6 +12,7 @@ old or foreign one is an explicit ``convert_trusted`` step for a file the user t
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -164,6 +165,16 @@ def load_recognizer(path: Path, device: str | torch.device = "cpu") -> tuple[CTC
     return recognizer.to(device).eval(), tokenizer, state.get("train_config", {})
 
 
-def embedded_lm_params(path: Path, name: str = "lm_params.json") -> dict | None:
-    """The tuned LM weights (file ``name``) an export carries (``None`` for a training checkpoint)."""
-    return load_checkpoint(path, mmap=True).get(Path(name).stem)
+def tuned_params(checkpoint: Path, name: str) -> tuple[dict, Path] | None:
+    """The tuned decoding weights saved as JSON file ``name`` next to a checkpoint file (or in a
+    checkpoint folder), else those an export carries inside (a re-tune next to the file wins over
+    the export's), with where they came from; None when neither has them."""
+    checkpoint = Path(checkpoint)
+    beside = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / name
+    if beside.is_file():
+        try:
+            return json.loads(beside.read_text()), beside
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{beside} is not valid JSON ({error})") from None
+    embedded = load_checkpoint(checkpoint, mmap=True).get(Path(name).stem) if checkpoint.is_file() else None
+    return None if embedded is None else (embedded, checkpoint)

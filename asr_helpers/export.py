@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from asr_helpers.checkpoint import load_checkpoint, save_atomic
+from asr_helpers.checkpoint import load_checkpoint, save_atomic, tuned_params
 from asr_helpers.download import file_digest
-from asr_helpers.rundir import JOINT_PARAMS, LM_PARAMS, RESCORING_PARAMS, read_json
+from asr_helpers.rundir import JOINT_PARAMS, LM_PARAMS, RESCORING_PARAMS
 
 EXPORT_FORMAT = "asr-workbook-export/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -43,8 +43,8 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Pa
             exported[Path(name).stem] = asdict(load_lm_params(checkpoint, name))
         except FileNotFoundError:
             pass
-    if (checkpoint.parent / JOINT_PARAMS).is_file():
-        exported[Path(JOINT_PARAMS).stem] = read_json(checkpoint.parent / JOINT_PARAMS)
+    if (joint := tuned_params(checkpoint, JOINT_PARAMS)) is not None:
+        exported[Path(JOINT_PARAMS).stem] = joint[0]
     save_atomic(exported, out)
     return out
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from asr_helpers.audio import AudioError, load_audio
 from asr_helpers.checkpoint import load_recognizer
 from asr_helpers.decoding import ATTENTION_DECODERS, DECODERS, build_decoder
-from asr_helpers.rundir import JOINT_PARAMS, LM_PARAMS, RESCORING_PARAMS, read_json
+from asr_helpers.rundir import JOINT_PARAMS, LM_PARAMS, RESCORING_PARAMS
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
@@ -170,13 +170,13 @@ def _tuned(checkpoint: Path, name: str, what: str) -> tuple[float, float]:
 
 def _tuned_ctc_weight(checkpoint: Path) -> float:
     """The joint search's CTC weight 04 tuned on dev (next to the checkpoint, or inside an export), else 0.3."""
-    from asr_helpers.checkpoint import embedded_lm_params
-    beside = checkpoint.parent / JOINT_PARAMS
-    state = read_json(beside) if beside.is_file() else embedded_lm_params(checkpoint, JOINT_PARAMS)
-    if not state or not isinstance(state.get("ctc_weight"), (int, float)):
+    from asr_helpers.checkpoint import tuned_params
+    found = tuned_params(checkpoint, JOINT_PARAMS)
+    weight = found[0].get("ctc_weight") if found is not None and isinstance(found[0], dict) else None
+    if not isinstance(weight, (int, float)):
         print(f"no tuned {JOINT_PARAMS} next to {checkpoint}; joint decoding uses ctc_weight=0.3")
         return 0.3
-    return float(state["ctc_weight"])
+    return float(weight)
 
 
 def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):

@@ -264,26 +264,15 @@ class TuneResult:
 def load_lm_params(checkpoint: Path, name: str = LM_PARAMS) -> TuneResult:
     """The tuned alpha/beta saved as ``name`` next to a checkpoint by ``TuneResult.save``, else those
     an exported checkpoint carries inside (a re-tune next to the file wins over the export's)."""
-    from asr_helpers.checkpoint import embedded_lm_params
-    checkpoint = Path(checkpoint)
-    target = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / name
-    if target.is_file():
-        source, state = target, _read_json(target)
-    elif checkpoint.is_file() and (state := embedded_lm_params(checkpoint, name)) is not None:
-        source = checkpoint
-    else:
+    from asr_helpers.checkpoint import tuned_params
+    found = tuned_params(checkpoint, name)
+    if found is None:
         raise FileNotFoundError(f"no {name} next to {checkpoint}: tune the LM weights in notebook 04 and save them")
+    state, source = found
     try:
         return TuneResult(**{key: value for key, value in state.items() if key != "lm"})
     except TypeError as error:
         raise ValueError(f"{source} holds no valid tuned LM weights ({error})") from None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from None
 
 
 def tune_alpha_beta(log_probs_list: Sequence[np.ndarray], references: Sequence[str], labels: Sequence[str],

@@ -12,7 +12,7 @@ import pandas as pd
 from asr_helpers import paths
 from asr_helpers.error_analysis import speaker_cer, speaker_names
 from asr_helpers.metrics import utterance_errors
-from asr_helpers.rundir import RunDir
+from asr_helpers.rundir import RunDir, read_json
 from asr_helpers.tracking import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,6 @@ def lm_grid(run: Path):
 def joint_weight_line(run: Path) -> str:
     """One line on the CTC weight notebook 04 chose for joint decoding, with each tried weight's dev
     CER; empty for a CTC-only run or before 04 has run."""
-    from asr_helpers.rundir import read_json
     path = RunDir(run).joint_params
     try:
         state = read_json(path)
