@@ -21,8 +21,9 @@ Model and decoding (low)
     attention, las      the attention decoders (location-aware, dot-product); the joint CTC/attention model (LAS + CTC)
     recognizer          the models the loop plugs in (DeepSpeech2, joint): batch -> loss, outputs, quick decoding
     decoding, lm        greedy, prefix beam search, LM fusion and the registry of every decoder; n-gram LMs
-    ctc_prefix,         CTC prefix scores; attention greedy, beam and joint CTC/attention search,
-    attention_decoding  N-best LM rescoring (the registry's attention decoders)
+    ctc_prefix,         CTC prefix scores; attention greedy, beam and joint CTC/attention search
+    attention_decoding  (the registry's attention decoders)
+    lm_fusion           a word LM inside the joint search: shallow fusion with a prefix look-ahead
     attention_maps      lock-on score and labelled attention-map figures
     metrics             WER and CER
 Training (middle)

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--beam-width", type=int, default=32)
     transcribe.add_argument("--attention-beam", type=int, default=8, help="beam of the attention decoders (model: las)")
     transcribe.add_argument("--ctc-weight", type=float, default=None,
-                            help="CTC prefix score weight of --decoder joint and joint+lm (default: tuned in 04, else 0.3)")
+                            help="CTC prefix score weight of --decoder joint and joint+lm (default: tuned in 04, else 0.3 and 0.8)")
     transcribe.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per model batch")
     transcribe.add_argument("--pool-size", type=int, default=2, help="processes for --decoder lm")
     transcribe.set_defaults(func=_transcribe)

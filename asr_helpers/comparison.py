@@ -63,7 +63,7 @@ class SplitDecodes:
 def decode_split(split: str, outputs: ModelOutputs, tokenizer, beam_width: int = 32, lm_decoder=None,
                  pool_size: int = 2, attention: AttentionSearch | None = None) -> SplitDecodes:
     """Hypotheses and timing of every available decoder on one split's cached outputs: ``lm`` with an
-    LM, the attention decoders with an ``AttentionSearch`` (``joint+lm`` once its rescorer is tuned)."""
+    LM, the attention decoders with an ``AttentionSearch`` (``joint+lm`` once it has a word LM)."""
     result = SplitDecodes(split, outputs.ids, outputs.references)
     items = outputs.encodings()
     for name in available_decoders(lm_decoder, attention):

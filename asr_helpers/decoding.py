@@ -194,7 +194,7 @@ def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMD
 
     ``lm`` needs an ``LMDecoder`` (it holds the loaded LM); the attention decoders need
     ``attention``, an ``attention_decoding.AttentionSearch`` over the joint model (``joint+lm``
-    also its LM rescorer), and ``Encoding`` items with encoder states.
+    also its word LM), and ``Encoding`` items with encoder states.
     """
     def each(decode_batch) -> Callable[[Sequence], list[str]]:
         return lambda items: [decode_batch(np.asarray(m)[None], np.array([len(m)]))[0]
@@ -211,18 +211,18 @@ def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMD
     if name in ATTENTION_DECODERS:
         if attention is None:
             raise ValueError(f"the {name} decoder needs a model with an attention decoder (model: las)")
-        if name == "joint+lm" and attention.rescorer is None:
-            raise ValueError("the joint+lm decoder needs a language model to rescore with")
+        if name == "joint+lm" and attention.lm is None:
+            raise ValueError("the joint+lm decoder needs a language model: set the search's lm (lm_fusion.FusionLM)")
         return Decoder(name, lambda items: attention.decode(name, items))
     raise ValueError(f"unknown decoder {name!r}; choose from {DECODERS}")
 
 
 def available_decoders(lm_decoder: LMDecoder | None = None, attention=None) -> list[str]:
     """Decoder names usable now: ``lm`` only with a language model, the attention ones only with an
-    ``AttentionSearch`` (``joint+lm`` when it has an LM rescorer)."""
+    ``AttentionSearch`` (``joint+lm`` when it has a word LM)."""
     names = [name for name in CTC_DECODERS if name != "lm" or lm_decoder is not None]
     if attention is not None:
-        names += [name for name in ATTENTION_DECODERS if name != "joint+lm" or attention.rescorer is not None]
+        names += [name for name in ATTENTION_DECODERS if name != "joint+lm" or attention.lm is not None]
     return names
 
 
@@ -241,6 +241,34 @@ def _label_check(labels: Sequence[str], words: Sequence[str], lm_path: Path) -> 
             f"the unigrams of {lm_path.name} use characters the labels lack ({''.join(sorted(foreign))[:20]}...): "
             "most likely UPPER-case words against lower-case labels. Convert the LM with "
             "asr_helpers.lm.download_lm / build_ngram, which lower-case it.")
+
+
+def load_kenlm(lm_path: Path, labels: Sequence[str], unigrams: Sequence[str] | Path | str | None = None):
+    """A KenLM model and its vocabulary: ``unigrams`` (a list or a file), else ``unigrams.txt`` next to the
+    model, else the ARPA model's own 1-grams; words the model lacks are dropped, most lacking is refused."""
+    import kenlm
+    from pyctcdecode.language_model import load_unigram_set_from_arpa
+
+    if not lm_path.is_file():
+        raise FileNotFoundError(f"language model {lm_path} not found (see asr_helpers.lm.download_lm)")
+    if unigrams is None and (lm_path.parent / UNIGRAMS_FILE).is_file():
+        unigrams = lm_path.parent / UNIGRAMS_FILE
+    if isinstance(unigrams, (str, Path)):
+        words = read_unigrams(Path(unigrams))
+    elif unigrams is not None:
+        words = list(unigrams)
+    elif lm_path.suffix == ".arpa":
+        words = sorted(w for w in load_unigram_set_from_arpa(str(lm_path)) if w not in ("<s>", "</s>", "<unk>"))
+    else:
+        raise ValueError(f"{lm_path.name} is a binary LM: pass unigrams= or put {UNIGRAMS_FILE} next to it")
+    _label_check(labels, words, lm_path)
+    model = kenlm.Model(str(lm_path))
+    known = [w for w in words if w in model]
+    if len(known) < 0.5 * len(words):
+        raise ValueError(
+            f"only {len(known)} of {len(words)} unigrams are in {lm_path.name}: the LM and the word list "
+            "disagree (casing?). Use the unigrams written with the LM.")
+    return model, known
 
 
 class LMDecoder:
@@ -270,37 +298,12 @@ class LMDecoder:
         if self.lm_path is None and unigrams is not None:
             raise ValueError("unigrams only make sense with a language model: pass lm_path too")
         if self.lm_path is not None:
-            model, words = self._load_lm(self.lm_path, unigrams)
+            model, words = load_kenlm(self.lm_path, self.labels, unigrams)
             language_model = LanguageModel(model, words, alpha=alpha, beta=beta)
         self._decoder = BeamSearchDecoderCTC(Alphabet.build_alphabet(self.labels), language_model)
         self._params = (alpha, beta)
         self._pool: multiprocessing.pool.Pool | None = None
         self._pool_size = 0
-
-    def _load_lm(self, lm_path: Path, unigrams):
-        import kenlm
-        from pyctcdecode.language_model import load_unigram_set_from_arpa
-
-        if not lm_path.is_file():
-            raise FileNotFoundError(f"language model {lm_path} not found (see asr_helpers.lm.download_lm)")
-        if unigrams is None and (lm_path.parent / UNIGRAMS_FILE).is_file():
-            unigrams = lm_path.parent / UNIGRAMS_FILE
-        if isinstance(unigrams, (str, Path)):
-            words = read_unigrams(Path(unigrams))
-        elif unigrams is not None:
-            words = list(unigrams)
-        elif lm_path.suffix == ".arpa":
-            words = sorted(w for w in load_unigram_set_from_arpa(str(lm_path)) if w not in ("<s>", "</s>", "<unk>"))
-        else:
-            raise ValueError(f"{lm_path.name} is a binary LM: pass unigrams= or put {UNIGRAMS_FILE} next to it")
-        _label_check(self.labels, words, lm_path)
-        model = kenlm.Model(str(lm_path))
-        known = [w for w in words if w in model]
-        if len(known) < 0.5 * len(words):
-            raise ValueError(
-                f"only {len(known)} of {len(words)} unigrams are in {lm_path.name}: the LM and the word list "
-                "disagree (casing?). Use the unigrams written with the LM.")
-        return model, known
 
     def set_params(self, alpha: float, beta: float) -> None:
         """Change the LM weight and word bonus without reloading the LM (pool workers follow on their next task)."""
@@ -314,11 +317,6 @@ class LMDecoder:
     def decode(self, log_probs: np.ndarray) -> str:
         """Best text for one utterance's log-probs [T, V]."""
         return self._decoder.decode(self._matrix(log_probs), **self._search_options())
-
-    def nbest(self, log_probs: np.ndarray, count: int) -> list[str]:
-        """The ``count`` best distinct texts of the beam search, best first (for another model to re-rank)."""
-        beams = self._decoder.decode_beams(self._matrix(log_probs), **self._search_options())
-        return list(dict.fromkeys(beam[0] for beam in beams))[:count]
 
     def decode_batch(self, log_probs_list: Sequence[np.ndarray], pool_size: int = 1) -> list[str]:
         """Best texts for many utterances, on ``pool_size`` forked worker processes.

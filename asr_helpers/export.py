@@ -14,7 +14,7 @@ import torch
 
 from asr_helpers.checkpoint import load_checkpoint, save_atomic, tuned_params
 from asr_helpers.download import file_digest
-from asr_helpers.rundir import JOINT_PARAMS, LM_PARAMS, RESCORING_PARAMS
+from asr_helpers.rundir import FUSION_PARAMS, JOINT_PARAMS, LM_PARAMS
 
 EXPORT_FORMAT = "asr-workbook-export/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -22,7 +22,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Path:
     """Write the inference part of ``checkpoint`` to ``out``, with the tuned weights from ``lm_params.json``
-    (and a joint model's ``rescoring_params.json`` and ``joint_params.json``) next to it when there are
+    (and a joint model's ``joint_params.json`` and ``fusion_params.json``) next to it when there are
     some; floating weights are stored as ``dtype``."""
     from asr_helpers.lm import load_lm_params
     if dtype not in DTYPES:
@@ -38,13 +38,13 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Pa
                 "step": state.get("step"), "best_wer": state.get("best_wer")}
     if "joint_config" in state:
         exported["joint_config"] = state["joint_config"]
-    for name in (LM_PARAMS, RESCORING_PARAMS):
-        try:
-            exported[Path(name).stem] = asdict(load_lm_params(checkpoint, name))
-        except FileNotFoundError:
-            pass
-    if (joint := tuned_params(checkpoint, JOINT_PARAMS)) is not None:
-        exported[Path(JOINT_PARAMS).stem] = joint[0]
+    try:
+        exported[Path(LM_PARAMS).stem] = asdict(load_lm_params(checkpoint, LM_PARAMS))
+    except FileNotFoundError:
+        pass
+    for name in (JOINT_PARAMS, FUSION_PARAMS):
+        if (found := tuned_params(checkpoint, name)) is not None:
+            exported[Path(name).stem] = found[0]
     save_atomic(exported, out)
     return out
 

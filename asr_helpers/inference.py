@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from asr_helpers.audio import AudioError, load_audio
 from asr_helpers.checkpoint import load_recognizer
 from asr_helpers.decoding import ATTENTION_DECODERS, DECODERS, build_decoder
-from asr_helpers.rundir import JOINT_PARAMS, LM_PARAMS, RESCORING_PARAMS
+from asr_helpers.rundir import FUSION_PARAMS, JOINT_PARAMS, LM_PARAMS
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
@@ -137,7 +137,7 @@ class Transcriber:
         self.attention = None
         if decoder in ATTENTION_DECODERS:
             self.attention = _attention_search(Path(checkpoint), self.recognizer, attention_beam, ctc_weight,
-                                               lm_path if decoder == "joint+lm" else None, beam_width)
+                                               lm_path if decoder == "joint+lm" else None)
         self.decoder = build_decoder(decoder, self.tokenizer, beam_width=beam_width, lm_decoder=self.lm_decoder,
                                      pool_size=pool_size, attention=self.attention)
 
@@ -168,39 +168,43 @@ def _tuned(checkpoint: Path, name: str, what: str) -> tuple[float, float]:
         return 0.5, 1.0
 
 
-def _tuned_ctc_weight(checkpoint: Path) -> float:
-    """The joint search's CTC weight 04 tuned on dev (next to the checkpoint, or inside an export), else 0.3."""
-    from asr_helpers.checkpoint import tuned_params
-    found = tuned_params(checkpoint, JOINT_PARAMS)
-    weight = found[0].get("ctc_weight") if found is not None and isinstance(found[0], dict) else None
-    if not isinstance(weight, (int, float)):
-        print(f"no tuned {JOINT_PARAMS} next to {checkpoint}; joint decoding uses ctc_weight=0.3")
-        return 0.3
-    return float(weight)
-
-
 def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
     from asr_helpers.decoding import LMDecoder
     alpha, beta = _tuned(checkpoint, LM_PARAMS, "the lm decoder")
     return LMDecoder(tokenizer.labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width)
 
 
-def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float | None, lm_path: Path | None,
-                      beam_width: int):
-    """The attention decoders of a joint checkpoint (``ctc_weight`` None: the tuned one); with ``lm_path``,
-    the tuned N-best rescorer and the CTC + LM beam search that proposes candidates to it (as in 04)."""
-    from asr_helpers.attention_decoding import LMRescorer
+def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float | None, lm_path: Path | None):
+    """The attention decoders of a joint checkpoint with the weights 04 tuned (``ctc_weight``, when given,
+    replaces the joint search's and the LM fusion's); with ``lm_path``, the word LM fused into the search."""
+    from asr_helpers.attention_decoding import FUSION_DEFAULTS
+    from asr_helpers.lm_fusion import FusionLM
     search = recognizer.attention_search(beam)
     if search is None:
         raise ValueError(f"{checkpoint} has no attention decoder (a DeepSpeech2 run): use --decoder greedy, beam or lm")
     if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"--ctc-weight must lie in [0, 1], not {ctc_weight}")
-    search.ctc_weight = _tuned_ctc_weight(checkpoint) if ctc_weight is None else ctc_weight
-    if lm_path is not None:
-        search.rescorer = LMRescorer(lm_path, *_tuned(checkpoint, RESCORING_PARAMS, "joint+lm rescoring"))
-        proposals = _lm_decoder(checkpoint, recognizer.tokenizer, lm_path, beam_width)
-        search.proposer = lambda log_probs: proposals.nbest(log_probs, beam)
+    if lm_path is None:
+        search.ctc_weight = _tuned_fields(checkpoint, JOINT_PARAMS, {"ctc_weight": 0.3})["ctc_weight"]
+    else:
+        tuned = _tuned_fields(checkpoint, FUSION_PARAMS, FUSION_DEFAULTS)
+        search.lm = FusionLM.for_tokenizer(lm_path, recognizer.tokenizer, alpha=tuned["alpha"], beta=tuned["beta"])
+        search.lm_ctc_weight = tuned["ctc_weight"]
+    if ctc_weight is not None:
+        search.ctc_weight = search.lm_ctc_weight = ctc_weight
     return search
+
+
+def _tuned_fields(checkpoint: Path, name: str, defaults: dict[str, float]) -> dict[str, float]:
+    """``defaults``' fields as 04 tuned them (next to the checkpoint, or inside an export), else the defaults."""
+    from asr_helpers.checkpoint import tuned_params
+    found = tuned_params(checkpoint, name)
+    values = found[0] if found is not None and isinstance(found[0], dict) else {}
+    if not all(isinstance(values.get(field), (int, float)) for field in defaults):
+        settings = ", ".join(f"{field}={value}" for field, value in defaults.items())
+        print(f"no tuned {name} next to {checkpoint}; decoding uses {settings}")
+        return dict(defaults)
+    return {field: float(values[field]) for field in defaults}
 
 
 def _measure(items: list[AudioInput], report: TranscribeReport) -> list[AudioInput]:

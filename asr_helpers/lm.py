@@ -251,7 +251,7 @@ class TuneResult:
     grid: list[list[float]]  # WER, rows follow alphas, columns follow betas
 
     def save(self, checkpoint: Path, lm_path: Path | None = None, name: str = LM_PARAMS) -> Path:
-        """Write ``name`` (``lm_params.json``; ``rescoring_params.json`` for N-best rescoring) next to
+        """Write ``name`` (``lm_params.json``) next to
         a checkpoint file (or into a checkpoint folder)."""
         checkpoint = Path(checkpoint)
         folder = checkpoint if checkpoint.is_dir() else checkpoint.parent

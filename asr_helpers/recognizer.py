@@ -107,7 +107,7 @@ class CTCRecognizer(SpeechModel):
         log_probs, lengths = self.net(feats, frames)
         return [Encoding(lp[:n].float().cpu().numpy()) for lp, n in zip(log_probs, lengths.tolist())]
 
-    def attention_search(self, beam: int = 8, ctc_weight: float = 0.3, rescorer=None) -> AttentionSearch | None:
+    def attention_search(self, beam: int = 8, ctc_weight: float = 0.3) -> AttentionSearch | None:
         """The registry's attention decoders for this model (None: a CTC-only model has none)."""
         return None
 
@@ -208,10 +208,10 @@ class JointRecognizer(CTCRecognizer):
         symbols = [self.tokenizer.decode([i]) for i in one.targets.tolist()] + ["<eos>"]
         return output.attention[0, : len(symbols), : int(output.lengths[0])].float().cpu(), symbols, row
 
-    def attention_search(self, beam: int = 8, ctc_weight: float = 0.3, rescorer=None) -> AttentionSearch | None:
+    def attention_search(self, beam: int = 8, ctc_weight: float = 0.3) -> AttentionSearch | None:
         if self.joint.decoder is None:  # trained with ctc_weight 1.0
             return None
-        return AttentionSearch(self.joint, self.tokenizer, beam, ctc_weight, rescorer)
+        return AttentionSearch(self.joint, self.tokenizer, beam, ctc_weight)
 
     def checkpoint_entries(self) -> dict:
         """Both heads' weights, the encoder's settings (read by the CTC tools) and the joint settings."""

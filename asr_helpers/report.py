@@ -230,9 +230,13 @@ def lm_grid(run: Path):
 
 
 def joint_weight_line(run: Path) -> str:
-    """One line on the CTC weight notebook 04 chose for joint decoding, with each tried weight's dev
-    CER; empty for a CTC-only run or before 04 has run."""
-    path = RunDir(run).joint_params
+    """What notebook 04 chose for the joint search (its CTC weight, each tried weight's dev CER) and for
+    joint+lm (CTC weight, alpha, beta); empty for a CTC-only run or before 04 has run."""
+    return " ".join(part for part in (_joint_choice(RunDir(run).joint_params), _fusion_choice(RunDir(run).fusion_params))
+                    if part)
+
+
+def _joint_choice(path: Path) -> str:
     try:
         state = read_json(path)
         if not state:
@@ -240,6 +244,19 @@ def joint_weight_line(run: Path) -> str:
         tried = ", ".join(f"{w:g}: {100 * c:.1f} %" for w, c in zip(state["weights"], state["cers"]))
         return f"Joint decoding used CTC weight **{state['ctc_weight']:g}**, the lowest dev CER ({tried})."
     except (ValueError, KeyError, TypeError) as error:  # not JSON, or not the fields CTCWeightResult saves
+        log.warning("%s skipped: %s", path, error)
+        return ""
+
+
+def _fusion_choice(path: Path) -> str:
+    try:
+        state = read_json(path)
+        if not state:
+            return ""
+        return (f"With the LM inside the search (joint+lm): CTC weight **{state['ctc_weight']:g}**, alpha "
+                f"**{state['alpha']:g}**, beta **{state['beta']:g}**, the lowest dev CER ({100 * state['cer']:.1f} %) "
+                f"of {len(state['points'])} tried.")
+    except (ValueError, KeyError, TypeError) as error:  # not JSON, or not the fields FusionResult saves
         log.warning("%s skipped: %s", path, error)
         return ""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from asr_helpers import paths
 
 LM_PARAMS = "lm_params.json"  # tuned alpha/beta, kept next to the checkpoint they were tuned for
-RESCORING_PARAMS = "rescoring_params.json"  # the same for the attention model's N-best LM rescoring
+FUSION_PARAMS = "fusion_params.json"  # the joint search's LM fusion weights (CTC weight, alpha, beta), tuned on dev
 JOINT_PARAMS = "joint_params.json"  # the joint CTC/attention search's CTC weight, tuned on dev
 
 
@@ -75,8 +75,8 @@ class RunDir:
         return self.path / LM_PARAMS
 
     @property
-    def rescoring_params(self) -> Path:
-        return self.path / RESCORING_PARAMS
+    def fusion_params(self) -> Path:
+        return self.path / FUSION_PARAMS
 
     @property
     def joint_params(self) -> Path:

@@ -20,7 +20,7 @@ WIDE = "460px"  # dropdowns wide enough for a LibriSpeech id plus its label
 LABEL = "80px"  # ipywidgets' description width, so every label in a panel lines up
 DECODER_TIPS = {"greedy": "best symbol per frame", "beam": "own prefix beam search", "lm": "beam search + n-gram LM",
                "attention": "attention decoder, greedy", "attention_beam": "attention decoder, beam search",
-               "joint": "joint CTC/attention beam search", "joint+lm": "joint beam search, N best re-ranked by the LM"}
+               "joint": "joint CTC/attention beam search", "joint+lm": "joint beam search with the word LM fused in"}
 
 
 class Panel:

@@ -9,7 +9,7 @@ PACKAGE = paths.REPO_ROOT / "asr_helpers"
 LOW = {"paths", "text", "audio", "features", "manifest", "dataset", "model", "decoding", "metrics", "corpora",
        "librispeech", "synthetic", "tts", "sentences", "augment", "download", "lm", "checkpoint", "schedule",
        "config", "rundir", "recognizer", "evaluation", "data", "distributed", "ctc_prefix", "attention",
-       "las", "attention_decoding", "attention_maps", "export", "tone_corpus", "spec_augment"}
+       "las", "attention_decoding", "attention_maps", "export", "tone_corpus", "spec_augment", "lm_fusion"}
 HIGH = {"training", "trainer", "cli", "plots", "widgets", "report", "bench", "notebooks", "explore", "comparison",
         "bench_decode", "gpu_check", "gpu_plan", "checklist", "error_analysis", "report_figures",
         "inference"}

@@ -123,35 +123,50 @@ def test_the_registry_resolves_every_name_and_says_what_a_decoder_needs():
     assert available_decoders() == ["greedy", "beam"]
 
 
-def test_joint_and_joint_lm_share_one_search_per_utterance(las_run, tmp_path, monkeypatch):
+def test_joint_searches_once_per_utterance_and_joint_lm_waits_for_a_word_lm(las_run, monkeypatch):
     recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
     search = AttentionSearch(recognizer.joint, tokenizer, beam=3)
-    assert available_decoders(attention=search)[-1] == "joint", "joint+lm waits for a rescorer"
+    assert available_decoders(attention=search)[-1] == "joint", "joint+lm waits for a word LM"
+    with pytest.raises(ValueError, match="needs a language model"):
+        build_decoder("joint+lm", tokenizer, attention=search)
     features = torch.randn(2, recognizer.joint.config.encoder.n_mels, 80)
     items = recognizer.encodings(features, torch.tensor([80, 60]))
     calls = []
     original = AttentionSearch.hypotheses
     monkeypatch.setattr(AttentionSearch, "hypotheses", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
-    search.tune(items, ["the cat", "a mat"], small_arpa(tmp_path / "words.arpa"), alphas=(0.0, 0.5), betas=(0.0,))
-    joint = build_decoder("joint", tokenizer, attention=search).decode(items)
-    rescored = build_decoder("joint+lm", tokenizer, attention=search).decode(items)
-    assert len(calls) == 2 and len(joint) == len(rescored) == 2
+    first = build_decoder("joint", tokenizer, attention=search).decode(items)
+    assert build_decoder("joint", tokenizer, attention=search).decode(items) == first and len(calls) == 2
     build_decoder("attention_beam", tokenizer, attention=search).decode(items)
     assert len(calls) == 4
 
 
-def test_joint_lm_candidates_from_another_search_get_the_score_the_joint_search_gives(las_run):
+def test_joint_lm_keeps_the_fusion_weights_with_the_lowest_dev_cer(las_run, tmp_path):
+    from asr_helpers.metrics import cer
+    from asr_helpers.lm_fusion import FusionLM
     recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
-    search = AttentionSearch(recognizer.joint, tokenizer, beam=3)
-    torch.manual_seed(1)
-    item = recognizer.encodings(torch.randn(1, recognizer.joint.config.encoder.n_mels, 80), torch.tensor([80]))[0]
-    found = search.nbest([item])[0]
-    texts = [text for text, _ in found]
-    assert search.text_scores(item, texts) == pytest.approx([score for _, score in found], abs=1e-3)
-    search.proposer = lambda log_probs: [texts[0], "the cat", "the cat", ""]
-    pooled = search.nbest([item])[0]
-    assert pooled[:len(found)] == found and [text for text, _ in pooled[len(found):]] == ["the cat", ""]
-    assert search.text_scores(item, ["the cat"])[0] == pytest.approx(pooled[len(found)][1])
+    torch.manual_seed(4)
+    items = recognizer.encodings(torch.randn(2, recognizer.joint.config.encoder.n_mels, 60), torch.tensor([60, 50]))
+    references = ["the cat", "a mat"]
+    arpa = small_arpa(tmp_path / "words.arpa")
+
+    def fresh(weight, alpha, beta):
+        lm = FusionLM.for_tokenizer(arpa, tokenizer, alpha=alpha, beta=beta)
+        search = AttentionSearch(recognizer.joint, tokenizer, beam=3, lm=lm, lm_ctc_weight=weight, lm_beam=3)
+        return search.decode("joint+lm", items)
+
+    search = AttentionSearch(recognizer.joint, tokenizer, beam=3, lm_beam=3)
+    result = search.tune_fusion(items, references, arpa, ctc_weights=(0.5, 0.9), alphas=(0.0, 2.0), betas=(1.0,))
+    grid = [(0.5, 0.0), (0.5, 2.0), (0.9, 0.0), (0.9, 2.0)]
+    assert [(p["ctc_weight"], p["alpha"], p["beta"]) for p in result.points] == [(w, a, 1.0) for w, a in grid]
+    assert [p["cer"] for p in result.points] == pytest.approx([cer(references, fresh(w, a, 1.0)) for w, a in grid])
+    best = min(result.points, key=lambda p: p["cer"])
+    assert (result.ctc_weight, result.alpha, result.beta) == (best["ctc_weight"], best["alpha"], best["beta"])
+    assert (search.lm_ctc_weight, search.lm.alpha, search.lm.beta) == (result.ctc_weight, result.alpha, result.beta)
+    assert available_decoders(attention=search)[-1] == "joint+lm"
+    assert build_decoder("joint+lm", tokenizer, attention=search).decode(items) == fresh(
+        result.ctc_weight, result.alpha, result.beta)
+    with pytest.raises(ValueError, match="CTC weights"):
+        search.tune_fusion(items, references, arpa, ctc_weights=(0.0,))
 
 
 def test_the_joint_search_keeps_the_ctc_weight_with_the_lowest_dev_cer(las_run):
@@ -170,18 +185,28 @@ def test_the_joint_search_keeps_the_ctc_weight_with_the_lowest_dev_cer(las_run):
         search.tune_ctc_weight(items, references, (0.0, 0.5))
 
 
-def test_transcribe_decodes_with_the_tuned_ctc_weight_unless_told_another(las_run, tmp_path, capsys):
+def test_transcribe_decodes_with_the_tuned_weights_unless_told_another(las_run, tmp_path, capsys):
     from asr_helpers.inference import _attention_search
     run = tmp_path / "run"
     shutil.copytree(las_run / "runs" / "las", run)
     recognizer = load_recognizer(run / "best.pt")[0]
-    weight = lambda checkpoint, given=None: _attention_search(checkpoint, recognizer, 3, given, None, 8).ctc_weight  # noqa: E731
+    arpa = small_arpa(tmp_path / "words.arpa")
+    weight = lambda checkpoint, given=None: _attention_search(checkpoint, recognizer, 3, given, None).ctc_weight  # noqa: E731
+
+    def fusion(checkpoint, given=None):
+        search = _attention_search(checkpoint, recognizer, 3, given, arpa)
+        return search.lm_ctc_weight, search.lm.alpha, search.lm.beta
+
     assert weight(run / "best.pt") == 0.3 and "no tuned joint_params.json" in capsys.readouterr().out
+    assert fusion(run / "best.pt") == (0.8, 0.7, 0.0) and "no tuned fusion_params.json" in capsys.readouterr().out
     RunDir(run).joint_params.write_text('{"ctc_weight": 0.9, "cer": 0.5, "weights": [0.9], "cers": [0.5]}')
+    RunDir(run).fusion_params.write_text('{"ctc_weight": 0.8, "alpha": 0.7, "beta": 0.5, "cer": 0.4, "points": []}')
     assert weight(run / "best.pt") == 0.9 and weight(run / "best.pt", 0.4) == 0.4
+    assert fusion(run / "best.pt") == (0.8, 0.7, 0.5) and fusion(run / "best.pt", 0.4) == (0.4, 0.7, 0.5)
     code, _, err = run_cli(capsys, "checkpoint", "export", str(run / "best.pt"), "--out", str(tmp_path / "small.pt"))
     assert code == 0, err
     assert weight(tmp_path / "small.pt") == 0.9, "an export carries the tuned weight"
+    assert fusion(tmp_path / "small.pt") == (0.8, 0.7, 0.5), "and the LM fusion's"
     code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(run / "best.pt"), "--input", str(las_run / "LibriSpeech"),
                            "--output", str(tmp_path / "out"), "--decoder", "joint", "--ctc-weight", "1.5")
     assert code == 2 and "--ctc-weight must lie in [0, 1]" in err and "Traceback" not in err

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from asr_helpers.attention import EncoderMemory
-from asr_helpers.attention_decoding import (Hypothesis, end_detected, attention_greedy, beam_search, rescore_nbest,
-                                          search_batch, tune_rescoring)
+from asr_helpers.attention_decoding import Hypothesis, end_detected, attention_greedy, beam_search, search_batch
 from asr_helpers.ctc_prefix import CTCPrefixScorer
 from asr_helpers.model import ctc_loss
 from asr_helpers.las import JointConfig, JointCTCAttention, joint_config
+from asr_helpers.lm_fusion import FusionLM
 from asr_helpers.model import DeepSpeech2
 from asr_helpers.text import CharTokenizer, train_bpe
+from test_lm_fusion import write_arpa
 
 TEXTS = ["the cat sat", "a dog ran far"]
 
@@ -226,12 +227,13 @@ def test_end_detection_stops_once_recent_endings_fall_far_behind_the_best():
     assert not end_detected([], step=4, window=3, margin=10.0)
 
 
-def test_rescoring_lets_the_lm_overturn_the_acoustic_choice_and_tuning_finds_its_weight():
-    nbest = [("the cad sat", -1.0), ("the cat sat", -1.5)]
-    lm = {"the cad sat": -9.0, "the cat sat": -3.0}.__getitem__
-    assert rescore_nbest(nbest, lm, alpha=0.0, beta=0.0) == "the cad sat"
-    assert rescore_nbest(nbest, lm, alpha=0.5, beta=0.0) == "the cat sat"
-    result = tune_rescoring([nbest], ["the cat sat"], lm, alphas=(0.0, 0.5), betas=(0.0, 1.0))
-    assert (result.alpha, result.beta, result.wer) == (0.5, 0.0, 0.0)
-    with pytest.raises(ValueError, match="no candidates"):
-        rescore_nbest([], lm, 1.0, 0.0)
+def test_the_fused_lm_overturns_what_the_decoder_prefers(tmp_path):
+    decoder = TableDecoder({(): [0, 0.45, 0.55, 0], (1,): [0, 0.05, 0.9, 0.05], (2,): [0, 0.9, 0.05, 0.05],
+                            (1, 2): [0, 0.05, 0.05, 0.9], (2, 1): [0, 0.05, 0.05, 0.9]})
+    arpa = write_arpa(tmp_path / "ab.arpa", {"ab": -0.1, "aa": -2.0}, {"<s> ab": -0.1, "ab </s>": -0.1})
+    lm = FusionLM(arpa, ["", "a", "b"], alpha=1.0, beta=0.0)  # a word model knows "ab", not "ba"
+    assert beam_search(decoder, _memory(4), beam=2)[0].tokens == [2, 1]
+    fused = beam_search(decoder, _memory(4), beam=2, lm=lm)[0]
+    assert fused.tokens == [1, 2]
+    assert fused.lm.words == 1 and fused.lm.score == pytest.approx(lm.sentence_score("ab"))
+    assert fused.score == pytest.approx(fused.attention + lm.sentence_score("ab"))

@@ -148,15 +148,12 @@ def test_lm_turns_an_acoustic_near_miss_into_a_known_word(tiny_lm, caplog):
             assert decoder.decode(log_probs) == "the cat sat on the nat"  # alpha 0: acoustics only
             decoder.set_params(alpha=2.0, beta=0.0)
             assert decoder.decode(log_probs) == "the cat sat on the mat"
-            assert decoder.nbest(log_probs, 3)[0] == "the cat sat on the mat"
             batch = [log_probs, ambiguous("the dog sat on the log", "dog", "b")]
             expected = ["the cat sat on the mat", "the dog sat on the log"]
             assert decoder.decode_batch(batch) == expected
             assert decoder.decode_batch(batch, pool_size=2) == expected
             decoder.set_params(alpha=0.0, beta=0.0)  # the pool's workers, already forked, must follow
             assert decoder.decode_batch(batch, pool_size=2)[0] == "the cat sat on the nat"
-            nbest = decoder.nbest(log_probs, 2)
-            assert nbest == ["the cat sat on the nat", "the cat sat on the mat"], "the runner-up is the near miss"
     assert_no_unigram_warnings(caplog)
 
 

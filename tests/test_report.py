@@ -139,6 +139,12 @@ def test_reads_media_lm_grid_and_ablation_histories():
                                                     "cers": [0.192, 0.174]}))
     assert report.joint_weight_line(run) == ("Joint decoding used CTC weight **0.5**, the lowest dev CER "
                                              "(0.3: 19.2 %, 0.5: 17.4 %).")
+    RunDir(run).fusion_params.write_text(json.dumps({"ctc_weight": 0.9, "alpha": 0.8, "beta": 0.0, "cer": 0.126,
+                                                     "points": [{}, {}]}))
+    assert report.joint_weight_line(run).endswith("With the LM inside the search (joint+lm): CTC weight **0.9**, alpha "
+                                                  "**0.8**, beta **0**, the lowest dev CER (12.6 %) of 2 tried.")
+    RunDir(run).fusion_params.write_text("{not json")
+    assert report.joint_weight_line(run).endswith("(0.3: 19.2 %, 0.5: 17.4 %)."), "a broken file is skipped"
     samples = report.latest_samples(run)
     assert samples[["split", "prediction", "wer"]].values.tolist() == [["dev-clean", "the hat", 0.5]]
     histories, labels, missing = report.ablation_histories(["a", "nope", "a"])
