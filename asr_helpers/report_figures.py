@@ -49,16 +49,18 @@ def decoder_bars_figure(decoding: pd.DataFrame):
     splits = list(dict.fromkeys(decoding.split))
     figure, axes = plt.subplots(1, 2, figsize=(13, 3.6))
     width = 0.8 / len(decoders)
+    crowded = len(decoders) > 4  # a joint model's seven decoders: upright labels would run into each other
     for ax, metric in zip(axes, ("wer", "cer")):
         for k, decoder in enumerate(decoders):
             rows = decoding[decoding.decoder == decoder].set_index("split").reindex(splits)
             bars = ax.bar(np.arange(len(splits)) + (k - (len(decoders) - 1) / 2) * width, rows[metric], width, label=decoder)
-            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+            ax.bar_label(bars, fmt="%.3f", fontsize=6 if crowded else 7, padding=1, rotation=90 if crowded else 0)
         ax.set_xticks(range(len(splits)), splits)
         ax.set(ylabel=metric.upper(), title=f"{metric.upper()} per split and decoder (lower is better)")
-        ax.margins(y=0.15)
-        ax.legend(fontsize=8, ncol=len(decoders), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
-    figure.tight_layout()
+        ax.margins(y=0.3 if crowded else 0.15)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, ncol=len(decoders), loc="lower center", frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))  # room for the one legend under both plots
     plt.close(figure)
     return figure
 

@@ -35,9 +35,12 @@ def test_lm_grid_frames_the_chosen_cell():
 def test_decoder_bars_label_every_split_and_decoder():
     decoding = pd.DataFrame([{"split": s, "decoder": d, "wer": w, "cer": w / 2, "ms_per_utterance": 1.0}
                              for s in ("dev-clean", "test-clean") for d, w in (("greedy", 0.5), ("beam", 0.4), ("lm", 0.3))])
-    wer_axis = report_figures.decoder_bars_figure(decoding).axes[0]
+    figure = report_figures.decoder_bars_figure(decoding)
+    wer_axis = figure.axes[0]
     assert [t.get_text() for t in wer_axis.get_xticklabels()] == ["dev-clean", "test-clean"]
     assert sorted(float(t.get_text()) for t in wer_axis.texts) == [0.3, 0.3, 0.4, 0.4, 0.5, 0.5]
+    assert [[t.get_text() for t in legend.get_texts()] for legend in figure.legends] == [["greedy", "beam", "lm"]]
+    assert all(ax.get_legend() is None for ax in figure.axes), "one legend for both plots, not one each"
 
 
 def test_ablation_speaker_and_edit_figures_draw_what_they_are_given():
