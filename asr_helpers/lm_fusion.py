@@ -7,7 +7,8 @@ joint search alone had 16 %). The look-ahead charges a partial word ``p`` what t
 still become weigh, ``log sum of P_unigram(w) over the words w starting with p``, and replaces that
 charge with the word's real LM score ``log P(w | previous words)`` once it ends. Every unit's
 share is known as soon as it is added, and a finished transcript's total is exactly its LM score
-(the charges telescope). A partial word that starts no known word pays ``unk_penalty`` once.
+(the charges telescope). A partial word that starts no known word pays ``unk_penalty`` for each
+letter beyond the longest prefix a known word has (refunded, like every charge, when the word ends).
 
 ``FusionLM.advance`` gives the LM state after one more unit; ``gain`` is what the search adds to a
 hypothesis's score for that step: ``alpha * (change in LM score) + beta * (words completed)``.

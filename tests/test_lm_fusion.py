@@ -27,7 +27,7 @@ def test_look_ahead_is_the_unigram_mass_of_the_words_a_prefix_can_become():
     assert lookahead("th") == lookahead("the") == pytest.approx(math.log(0.3))
     assert lookahead("ther") == pytest.approx(math.log(0.05))
     assert lookahead("ca") == pytest.approx(math.log(0.1))
-    assert lookahead("thx") == pytest.approx(math.log(0.3) - 7.0), "leaving the vocabulary costs the penalty once"
+    assert lookahead("thx") == pytest.approx(math.log(0.3) - 7.0), "each letter beyond the vocabulary costs the penalty"
     assert lookahead("thxy") == pytest.approx(math.log(0.3) - 14.0)
 
 
