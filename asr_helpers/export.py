@@ -72,6 +72,11 @@ def describe(path: Path) -> str:
     train = state.get("train_config", {})
     lm = state.get("lm_params")
     lm_text = f"tuned LM alpha={lm['alpha']} beta={lm['beta']}" if lm else "no tuned LM weights"
+    if joint := state.get("joint_params"):
+        lm_text += f", joint ctc_weight={joint.get('ctc_weight')}"
+    if fusion := state.get("fusion_params"):
+        lm_text += (f", joint+lm ctc_weight={fusion.get('ctc_weight')} alpha={fusion.get('alpha')} "
+                    f"beta={fusion.get('beta')}")
     return (f"{path}: {kind}, {train.get('model_size', '?')} model, {parameters / 1e6:.2f} M weights "
             f"({tensors[0].dtype if tensors else '?'}), {state.get('tokenizer', {}).get('kind', '?')} tokenizer, "
             f"step {state.get('step', '?')}, {lm_text}; {Path(path).stat().st_size / 1e6:.1f} MB, "

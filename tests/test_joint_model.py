@@ -203,8 +203,9 @@ def test_transcribe_decodes_with_the_tuned_weights_unless_told_another(las_run, 
     RunDir(run).fusion_params.write_text('{"ctc_weight": 0.8, "alpha": 0.7, "beta": 0.5, "cer": 0.4, "points": []}')
     assert weight(run / "best.pt") == 0.9 and weight(run / "best.pt", 0.4) == 0.4
     assert fusion(run / "best.pt") == (0.8, 0.7, 0.5) and fusion(run / "best.pt", 0.4) == (0.4, 0.7, 0.5)
-    code, _, err = run_cli(capsys, "checkpoint", "export", str(run / "best.pt"), "--out", str(tmp_path / "small.pt"))
+    code, out, err = run_cli(capsys, "checkpoint", "export", str(run / "best.pt"), "--out", str(tmp_path / "small.pt"))
     assert code == 0, err
+    assert "joint ctc_weight=0.9, joint+lm ctc_weight=0.8 alpha=0.7 beta=0.5" in out, "its summary names them"
     assert weight(tmp_path / "small.pt") == 0.9, "an export carries the tuned weight"
     assert fusion(tmp_path / "small.pt") == (0.8, 0.7, 0.5), "and the LM fusion's"
     code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(run / "best.pt"), "--input", str(las_run / "LibriSpeech"),
