@@ -39,7 +39,7 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Pa
     if "joint_config" in state:
         exported["joint_config"] = state["joint_config"]
     try:
-        exported[Path(LM_PARAMS).stem] = asdict(load_lm_params(checkpoint, LM_PARAMS))
+        exported[Path(LM_PARAMS).stem] = asdict(load_lm_params(checkpoint))
     except FileNotFoundError:
         pass
     for name in (JOINT_PARAMS, FUSION_PARAMS):

@@ -158,19 +158,19 @@ class Transcriber:
             self.lm_decoder.close()
 
 
-def _tuned(checkpoint: Path, name: str, what: str) -> tuple[float, float]:
+def _tuned_alpha_beta(checkpoint: Path) -> tuple[float, float]:
     from asr_helpers.lm import load_lm_params
     try:
-        params = load_lm_params(checkpoint, name)
+        params = load_lm_params(checkpoint)
         return params.alpha, params.beta
     except FileNotFoundError:
-        print(f"no tuned {name} next to {checkpoint}; {what} uses alpha=0.5, beta=1.0")
+        print(f"no tuned {LM_PARAMS} next to {checkpoint}; the lm decoder uses alpha=0.5, beta=1.0")
         return 0.5, 1.0
 
 
 def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
     from asr_helpers.decoding import LMDecoder
-    alpha, beta = _tuned(checkpoint, LM_PARAMS, "the lm decoder")
+    alpha, beta = _tuned_alpha_beta(checkpoint)
     return LMDecoder(tokenizer.labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width)
 
 

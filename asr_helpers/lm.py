@@ -250,24 +250,23 @@ class TuneResult:
     betas: list[float]
     grid: list[list[float]]  # WER, rows follow alphas, columns follow betas
 
-    def save(self, checkpoint: Path, lm_path: Path | None = None, name: str = LM_PARAMS) -> Path:
-        """Write ``name`` (``lm_params.json``) next to
-        a checkpoint file (or into a checkpoint folder)."""
+    def save(self, checkpoint: Path, lm_path: Path | None = None) -> Path:
+        """Write ``lm_params.json`` next to a checkpoint file (or into a checkpoint folder)."""
         checkpoint = Path(checkpoint)
         folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-        target = folder / name
+        target = folder / LM_PARAMS
         state = {**asdict(self), "lm": None if lm_path is None else str(lm_path)}
         target.write_text(json.dumps(state, indent=2) + "\n")
         return target
 
 
-def load_lm_params(checkpoint: Path, name: str = LM_PARAMS) -> TuneResult:
-    """The tuned alpha/beta saved as ``name`` next to a checkpoint by ``TuneResult.save``, else those
-    an exported checkpoint carries inside (a re-tune next to the file wins over the export's)."""
+def load_lm_params(checkpoint: Path) -> TuneResult:
+    """The tuned alpha/beta saved as ``lm_params.json`` next to a checkpoint by ``TuneResult.save``, else
+    those an exported checkpoint carries inside (a re-tune next to the file wins over the export's)."""
     from asr_helpers.checkpoint import tuned_params
-    found = tuned_params(checkpoint, name)
+    found = tuned_params(checkpoint, LM_PARAMS)
     if found is None:
-        raise FileNotFoundError(f"no {name} next to {checkpoint}: tune the LM weights in notebook 04 and save them")
+        raise FileNotFoundError(f"no {LM_PARAMS} next to {checkpoint}: tune the LM weights in notebook 04 and save them")
     state, source = found
     try:
         return TuneResult(**{key: value for key, value in state.items() if key != "lm"})

@@ -32,9 +32,9 @@ class PrefixLookahead:
     """Natural log of the unigram probability mass of the vocabulary words that start with a prefix."""
 
     def __init__(self, words: Sequence[str], log10_probs: Sequence[float], unk_penalty: float = -10.0):
-        order = np.argsort(np.asarray(words, dtype=object), kind="stable")
-        self.words = [words[i] for i in order]
-        self.mass = np.concatenate([[0.0], np.cumsum(10.0 ** np.asarray(log10_probs, dtype=float)[order])])
+        ordered = sorted(zip(words, log10_probs))
+        self.words = [word for word, _ in ordered]
+        self.mass = np.concatenate([[0.0], np.cumsum([10.0 ** p for _, p in ordered])])
         self.unk_penalty = unk_penalty
         self._memo: dict[str, float] = {"": 0.0}
 
@@ -84,10 +84,10 @@ class FusionLM:
         self.model.BeginSentenceWrite(context)
         return LMState(context, "", 0.0, 0, 0.0)
 
-    def _word(self, state: LMState) -> tuple[object, float]:
-        """KenLM's state and the completed score once ``state``'s word in progress ends."""
-        context = self._state_type()
-        return context, state.completed + LN10 * self.model.BaseScore(state.context, state.partial, context)
+    def _word(self, context, word: str, completed: float) -> tuple[object, float]:
+        """KenLM's state and the completed words' score once ``word`` follows ``context``."""
+        after = self._state_type()
+        return after, completed + LN10 * self.model.BaseScore(context, word, after)
 
     def advance(self, state: LMState, token: int) -> LMState:
         """The state after output unit ``token``."""
@@ -96,7 +96,7 @@ class FusionLM:
             if char != " ":
                 partial += char
             elif partial:
-                context, completed = self._word(LMState(context, partial, 0.0, words, completed))
+                context, completed = self._word(context, partial, completed)
                 partial, words = "", words + 1
         return LMState(context, partial, completed + self.lookahead(partial), words, completed)
 
@@ -104,7 +104,7 @@ class FusionLM:
         """The state once the transcript ends: the word in progress completed, then the sentence end."""
         context, completed, words = state.context, state.completed, state.words
         if state.partial:
-            context, completed = self._word(state)
+            context, completed = self._word(context, state.partial, completed)
             words += 1
         end = self._state_type()
         completed += LN10 * self.model.BaseScore(context, "</s>", end)

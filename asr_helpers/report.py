@@ -232,33 +232,31 @@ def lm_grid(run: Path):
 def joint_weight_line(run: Path) -> str:
     """What notebook 04 chose for the joint search (its CTC weight, each tried weight's dev CER) and for
     joint+lm (CTC weight, alpha, beta); empty for a CTC-only run or before 04 has run."""
-    return " ".join(part for part in (_joint_choice(RunDir(run).joint_params), _fusion_choice(RunDir(run).fusion_params))
-                    if part)
+    run_dir = RunDir(run)
+    return " ".join(part for part in (_described(run_dir.joint_params, _joint_choice),
+                                      _described(run_dir.fusion_params, _fusion_choice)) if part)
 
 
-def _joint_choice(path: Path) -> str:
+def _described(path: Path, describe) -> str:
+    """``describe`` of the JSON in ``path``; empty when it is missing, and a logged skip when it is
+    not JSON or lacks the fields the tuning saved."""
     try:
         state = read_json(path)
-        if not state:
-            return ""
-        tried = ", ".join(f"{w:g}: {100 * c:.1f} %" for w, c in zip(state["weights"], state["cers"]))
-        return f"Joint decoding used CTC weight **{state['ctc_weight']:g}**, the lowest dev CER ({tried})."
-    except (ValueError, KeyError, TypeError) as error:  # not JSON, or not the fields CTCWeightResult saves
+        return describe(state) if state else ""
+    except (ValueError, KeyError, TypeError) as error:
         log.warning("%s skipped: %s", path, error)
         return ""
 
 
-def _fusion_choice(path: Path) -> str:
-    try:
-        state = read_json(path)
-        if not state:
-            return ""
-        return (f"With the LM inside the search (joint+lm): CTC weight **{state['ctc_weight']:g}**, alpha "
-                f"**{state['alpha']:g}**, beta **{state['beta']:g}**, the lowest dev CER ({100 * state['cer']:.1f} %) "
-                f"of {len(state['points'])} tried.")
-    except (ValueError, KeyError, TypeError) as error:  # not JSON, or not the fields FusionResult saves
-        log.warning("%s skipped: %s", path, error)
-        return ""
+def _joint_choice(state: dict) -> str:
+    tried = ", ".join(f"{w:g}: {100 * c:.1f} %" for w, c in zip(state["weights"], state["cers"]))
+    return f"Joint decoding used CTC weight **{state['ctc_weight']:g}**, the lowest dev CER ({tried})."
+
+
+def _fusion_choice(state: dict) -> str:
+    return (f"With the LM inside the search (joint+lm): CTC weight **{state['ctc_weight']:g}**, alpha "
+            f"**{state['alpha']:g}**, beta **{state['beta']:g}**, the lowest dev CER ({100 * state['cer']:.1f} %) "
+            f"of {len(state['points'])} tried.")
 
 
 def analysed_decoder(decoding: pd.DataFrame) -> tuple[str, str] | None:
