@@ -50,11 +50,11 @@ python_env() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q --no-deps -e "$REPO"
-  "$PY" -m asr_helpers.install
+  "$PY" -m asr_helpers.tools.install
 }
 
 kenlm_tools() {
-  "$PY" -c "from asr_helpers.lm import ensure_kenlm_tools; ensure_kenlm_tools()"
+  "$PY" -c "from asr_helpers.decoding.lm import ensure_kenlm_tools; ensure_kenlm_tools()"
 }
 
 setup() {
@@ -104,7 +104,7 @@ case "${1:-demo}" in
       set -- $spec
       [ "$group" = all ] || [ "$group" = "$1" ] || continue
       log "ablation run $2"
-      "$PY" -m asr_helpers.notebooks --profile ablation --only 03 --skip-done --set "run_name=$2" "${@:3}"
+      "$PY" -m asr_helpers.tools.notebooks --profile ablation --only 03 --skip-done --set "run_name=$2" "${@:3}"
     done
     log "ablations done; re-render the reports with: ./run_all.sh demo --only 05 (and ./run_all.sh las --only 05)" ;;
   las)
@@ -114,7 +114,7 @@ case "${1:-demo}" in
     setup
     log "running notebooks 02-05 with profile 'las'"
     start=$(date +%s)
-    "$PY" -m asr_helpers.notebooks --profile las --only 02 03 04 05 "$@"
+    "$PY" -m asr_helpers.tools.notebooks --profile las --only 02 03 04 05 "$@"
     log "las notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/las/" ;;
   -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|lab|ablations [GROUP]|las|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
   *)
@@ -123,6 +123,6 @@ case "${1:-demo}" in
     setup
     log "running notebooks with profile '$profile'"
     start=$(date +%s)
-    "$PY" -m asr_helpers.notebooks --profile "$profile" "$@"
+    "$PY" -m asr_helpers.tools.notebooks --profile "$profile" "$@"
     log "all notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/$profile/" ;;
 esac

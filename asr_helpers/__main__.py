@@ -1,3 +1,3 @@
-from asr_helpers.cli import main
+from asr_helpers.tools.cli import main
 
 main()

@@ -57,7 +57,7 @@ def tiny_corpus(tmp_path) -> Path:
 def train_in_folder(root: Path, run_name: str, **settings) -> Path:
     """One short training run for a whole test module: ``root`` gets LibriSpeech/ (tone audio) and
     runs/<run_name>/, with artifacts and data kept in ``root`` too. Returns ``root``."""
-    from asr_helpers.training import train
+    from asr_helpers.training.run import train
     write_librispeech(root / "LibriSpeech", "train-clean-100", speakers=2, utterances=6, seed=0)
     write_librispeech(root / "LibriSpeech", "dev-clean", speakers=1, utterances=3, seed=1)
     with pytest.MonkeyPatch.context() as env:
@@ -72,7 +72,7 @@ def train_in_folder(root: Path, run_name: str, **settings) -> Path:
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of ``python -m asr_helpers ARGS`` run in this process."""
-    from asr_helpers import cli
+    from asr_helpers.tools import cli
     try:
         cli.main(list(args))
         code = 0

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from asr_helpers.attention import (AttentionDecoder, DecoderConfig, DotAttentionDecoder, attention_decoder,
+from asr_helpers.models.attention import (AttentionDecoder, DecoderConfig, DotAttentionDecoder, attention_decoder,
                                    label_smoothed_cross_entropy, teacher_forcing_pairs)
-from asr_helpers.attention_maps import attention_figure, lock_on, mean_lock_on, monotonic_path
+from asr_helpers.models.attention_maps import attention_figure, lock_on, mean_lock_on, monotonic_path
 
 VOCAB, ENCODER_DIM = 6, 8
 CONFIG = DecoderConfig(embed_dim=8, hidden=12, layers=2, attention_dim=10, location_channels=3, location_width=5)

@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from asr_helpers.augment import (
+from asr_helpers.data.augment import (
     AUGMENTATION_NOTES, AUGMENTATIONS, PRESETS, Filter, Gain, Noise, Pitch, Reverb, Shift, Speed, WaveAugment,
     colored_noise, max_speed_factor, single_augmentations,
 )
-from asr_helpers.spec_augment import SpecAugment, spec_augment_from_preset
+from asr_helpers.data.spec_augment import SpecAugment, spec_augment_from_preset
 
 SR = 16000
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from asr_helpers.bench import bench_train, peak_tflops, time_augment_throughput, with_time_stride
-from asr_helpers.model import DeepSpeech2, model_config, training_flops_per_audio_second
+from asr_helpers.tools.bench import bench_train, peak_tflops, time_augment_throughput, with_time_stride
+from asr_helpers.models.deepspeech2 import DeepSpeech2, model_config, training_flops_per_audio_second
 
 
 def test_bench_train_compares_with_the_baseline():

@@ -23,7 +23,7 @@ import pytest
 import soundfile
 
 from asr_helpers import paths
-from asr_helpers.notebooks import NOTEBOOKS_DIR, load_profile, notebook_parameters
+from asr_helpers.tools.notebooks import NOTEBOOKS_DIR, load_profile, notebook_parameters
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SCREENSHOTS = paths.REPO_ROOT / "artifacts" / "browser"
@@ -93,7 +93,7 @@ def workspace(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def smoke_run(workspace) -> None:
     """The smoke profile's 03_train run, headless, that notebook 04 decodes with."""
-    trained = subprocess.run([sys.executable, "-m", "asr_helpers.notebooks", "--profile", "smoke", "--only", "03"],
+    trained = subprocess.run([sys.executable, "-m", "asr_helpers.tools.notebooks", "--profile", "smoke", "--only", "03"],
                              env=workspace["env"], capture_output=True, text=True, timeout=600)
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
 
@@ -221,7 +221,7 @@ def _corpus(workspace) -> Path:
 
 
 def _transcripts(workspace, split: str) -> dict[str, str]:
-    from asr_helpers.manifest import index_split
+    from asr_helpers.data.manifest import index_split
     return {u.id: u.text for u in index_split(_corpus(workspace), split).utterances}
 
 

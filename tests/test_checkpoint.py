@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from asr_helpers import lm
-from asr_helpers.checkpoint import (UnsafeCheckpointError, convert_trusted, load_checkpoint, load_model, plain,
+from asr_helpers.decoding import lm
+from asr_helpers.training.checkpoint import (UnsafeCheckpointError, convert_trusted, load_checkpoint, load_model, plain,
                                     rng_state, save_atomic, set_rng_state)
 from conftest import run_cli, train_in_folder
 

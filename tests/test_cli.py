@@ -12,8 +12,8 @@ import pytest
 import soundfile
 
 from asr_helpers import paths
-from asr_helpers.manifest import index_split
-from asr_helpers.training import train
+from asr_helpers.data.manifest import index_split
+from asr_helpers.training.run import train
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:

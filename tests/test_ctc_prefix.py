@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr_helpers.ctc_prefix import LOG_ZERO, CTCPrefixScorer
+from asr_helpers.decoding.ctc_prefix import LOG_ZERO, CTCPrefixScorer
 
 BLANK, EOS = 0, 3
 

@@ -3,10 +3,10 @@ import pytest
 import soundfile
 import torch
 
-from asr_helpers.audio import AudioError, load_audio
-from asr_helpers.dataset import LengthBucketSampler, SpeechDataset, collate
-from asr_helpers.manifest import index_split
-from asr_helpers.text import CharTokenizer
+from asr_helpers.data.audio import AudioError, load_audio
+from asr_helpers.data.dataset import LengthBucketSampler, SpeechDataset, collate
+from asr_helpers.data.manifest import index_split
+from asr_helpers.data.text import CharTokenizer
 
 
 def test_load_audio_downmixes_and_resamples(tmp_path):

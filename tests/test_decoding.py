@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from asr_helpers.decoding import (
+from asr_helpers.decoding.ctc import (
     LMDecoder,
     beam_decode,
     greedy_decode,
     greedy_ids,
     prefix_beam_search,
 )
-from asr_helpers.bench_decode import bench_decode, peaky_log_probs
-from asr_helpers.decoding import CTC_DECODERS, available_decoders, build_decoder
-from asr_helpers.text import CharTokenizer
+from asr_helpers.tools.bench_decode import bench_decode, peaky_log_probs
+from asr_helpers.decoding.ctc import CTC_DECODERS, available_decoders, build_decoder
+from asr_helpers.data.text import CharTokenizer
 
 TOK = CharTokenizer()
 A, B = TOK.encode("ab")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from asr_helpers import download as dl
-from asr_helpers.download import ArchiveError, DownloadError, download, fetch, safe_extract
+from asr_helpers.data import download as dl
+from asr_helpers.data.download import ArchiveError, DownloadError, download, fetch, safe_extract
 from fixtures_http import (  # noqa: F401 - file_server is a fixture
     SPEAKERS,
     UTTERANCES_PER_CHAPTER,

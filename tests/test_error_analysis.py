@@ -2,8 +2,8 @@ import re
 
 import pandas as pd
 
-from asr_helpers import error_analysis
-from asr_helpers.error_analysis import Segment
+from asr_helpers.report import error_analysis
+from asr_helpers.report.error_analysis import Segment
 
 
 def test_character_alignment_finds_each_edit():

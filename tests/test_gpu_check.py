@@ -14,11 +14,11 @@ import pytest
 import soundfile
 import torch
 
-from asr_helpers.audio import audio_frames, load_audio
-from asr_helpers.gpu_check import _run_part, missing_modules
-from asr_helpers.gpu_plan import fit_batch_seconds, student_gpu_estimates
-from asr_helpers.manifest import load_splits
-from asr_helpers.tone_corpus import LETTER_SECONDS, tone_wave, write_audio, write_tone_split
+from asr_helpers.data.audio import audio_frames, load_audio
+from asr_helpers.tools.gpu_check import _run_part, missing_modules
+from asr_helpers.tools.gpu_plan import fit_batch_seconds, student_gpu_estimates
+from asr_helpers.data.manifest import load_splits
+from asr_helpers.data.tone_corpus import LETTER_SECONDS, tone_wave, write_audio, write_tone_split
 
 REPO = Path(__file__).resolve().parent.parent
 # What the bare GPU image lacks (wandb, pyctcdecode, kenlm, soundfile, jiwer) and more (matplotlib).
@@ -28,7 +28,7 @@ BLOCKED = ("soundfile", "jiwer", "wandb", "pyctcdecode", "kenlm", "matplotlib")
 def test_quick_check_runs_without_the_modules_a_bare_gpu_machine_lacks(tmp_path):
     code = ("import sys\n"
             f"for name in {BLOCKED!r}: sys.modules[name] = None\n"
-            "from asr_helpers.cli import main\n"
+            "from asr_helpers.tools.cli import main\n"
             "main(['bench', 'gpu-check', '--quick', '--device', 'cpu'])\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), ASR_ARTIFACTS_DIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
@@ -122,7 +122,7 @@ def test_student_estimates_scale_with_peak_and_flops():
 
 
 def test_tracker_skips_the_audio_sample_without_soundfile(tmp_path, monkeypatch, caplog):
-    from asr_helpers.tracking import Tracker
+    from asr_helpers.training.tracking import Tracker
     tracker = Tracker(tmp_path, {}, wandb_mode="disabled")
     tracker.audio("train/augmented_audio", np.zeros(160, dtype=np.float32), 16000, step=1)
     assert len(list(tracker.media.glob("*.wav"))) == 1

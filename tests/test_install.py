@@ -1,7 +1,7 @@
 """install.py: which requirement lines are installed where (local, Kaggle, Colab)."""
 from __future__ import annotations
 
-from asr_helpers.install import REQUIREMENTS, parse_requirements, plan
+from asr_helpers.tools.install import REQUIREMENTS, parse_requirements, plan
 
 
 def _write(tmp_path, text: str):

@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from asr_helpers import paths
-from asr_helpers.attention_decoding import AttentionSearch
-from asr_helpers.checkpoint import load_checkpoint, load_model, load_recognizer
-from asr_helpers.config import TrainConfig
-from asr_helpers.dataset import Batch
-from asr_helpers.decoding import ATTENTION_DECODERS, DECODERS, Encoding, available_decoders, build_decoder
-from asr_helpers.recognizer import CTCRecognizer, JointRecognizer, build_model
-from asr_helpers.rundir import RunDir
-from asr_helpers.sanity import overfit_one_batch
-from asr_helpers.text import CharTokenizer
-from asr_helpers.tracking import read_jsonl
-from asr_helpers.training import train
+from asr_helpers.decoding.attention_decoding import AttentionSearch
+from asr_helpers.training.checkpoint import load_checkpoint, load_model, load_recognizer
+from asr_helpers.training.config import TrainConfig
+from asr_helpers.data.dataset import Batch
+from asr_helpers.decoding.ctc import ATTENTION_DECODERS, DECODERS, Encoding, available_decoders, build_decoder
+from asr_helpers.models.recognizer import CTCRecognizer, JointRecognizer, build_model
+from asr_helpers.training.rundir import RunDir
+from asr_helpers.training.sanity import overfit_one_batch
+from asr_helpers.data.text import CharTokenizer
+from asr_helpers.training.tracking import read_jsonl
+from asr_helpers.training.run import train
 from conftest import WORDS, run_cli, train_in_folder
 
 BASE = dict(corpus="librispeech", dev_splits=["dev-clean"], model="las", model_size="tiny", epochs=2,
@@ -141,8 +141,8 @@ def test_joint_searches_once_per_utterance_and_joint_lm_waits_for_a_word_lm(las_
 
 
 def test_joint_lm_keeps_the_fusion_weights_with_the_lowest_dev_cer(las_run, tmp_path):
-    from asr_helpers.metrics import cer
-    from asr_helpers.lm_fusion import FusionLM
+    from asr_helpers.decoding.metrics import cer
+    from asr_helpers.decoding.lm_fusion import FusionLM
     recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
     torch.manual_seed(4)
     items = recognizer.encodings(torch.randn(2, recognizer.joint.config.encoder.n_mels, 60), torch.tensor([60, 50]))
@@ -170,7 +170,7 @@ def test_joint_lm_keeps_the_fusion_weights_with_the_lowest_dev_cer(las_run, tmp_
 
 
 def test_the_joint_search_keeps_the_ctc_weight_with_the_lowest_dev_cer(las_run):
-    from asr_helpers.metrics import cer
+    from asr_helpers.decoding.metrics import cer
     recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
     torch.manual_seed(2)
     items = recognizer.encodings(torch.randn(3, recognizer.joint.config.encoder.n_mels, 80), torch.tensor([80, 70, 60]))
@@ -186,7 +186,7 @@ def test_the_joint_search_keeps_the_ctc_weight_with_the_lowest_dev_cer(las_run):
 
 
 def test_transcribe_decodes_with_the_tuned_weights_unless_told_another(las_run, tmp_path, capsys):
-    from asr_helpers.inference import _attention_search
+    from asr_helpers.inference.transcribe import _attention_search
     run = tmp_path / "run"
     shutil.copytree(las_run / "runs" / "las", run)
     recognizer = load_recognizer(run / "best.pt")[0]
@@ -247,7 +247,7 @@ def test_attention_decoders_on_a_ctc_only_checkpoint_are_one_line_errors(las_run
 
 
 def test_a_dot_attention_run_trains_saves_and_transcribes(las_run, tmp_path, capsys):
-    from asr_helpers.attention import DotAttentionDecoder
+    from asr_helpers.models.attention import DotAttentionDecoder
     train(dict(BASE, run_name="dot", attention="dot", epochs=1, data_root=str(las_run / "LibriSpeech")))
     best = paths.runs_dir() / "dot" / "best.pt"
     recognizer, _, config = load_recognizer(best)
@@ -267,7 +267,7 @@ def test_one_batch_test_memorises_with_both_heads(tiny_corpus):
 
 
 def test_guided_attention_charges_smeared_and_backward_maps_not_the_diagonal():
-    from asr_helpers.las import guided_attention_loss
+    from asr_helpers.models.las import guided_attention_loss
     symbols, frames = 10, 40
     diagonal = torch.zeros(1, symbols, frames)
     diagonal[0, torch.arange(symbols), (torch.arange(symbols) * frames) // symbols] = 1.0

@@ -10,10 +10,11 @@ import nbformat
 import papermill
 import pytest
 
-from asr_helpers import paths, report
-from asr_helpers.corpora import find_corpus_root, prepare_corpus
-from asr_helpers.manifest import load_splits
-from asr_helpers.notebooks import NOTEBOOKS_DIR, load_profile, notebook_parameters
+from asr_helpers import paths
+from asr_helpers.report import summary
+from asr_helpers.data.corpora import find_corpus_root, prepare_corpus
+from asr_helpers.data.manifest import load_splits
+from asr_helpers.tools.notebooks import NOTEBOOKS_DIR, load_profile, notebook_parameters
 from conftest import WORDS, write_librispeech
 
 CLEAN = ("train-clean-100", "train-clean-360", "dev-clean", "test-clean")
@@ -59,7 +60,7 @@ def _run(notebook: str, parameters: dict, out_dir: Path) -> nbformat.NotebookNod
 
 @pytest.mark.slow
 def test_kaggle_profile_trains_decodes_and_reports_from_two_mounts(two_mounts, tmp_path, monkeypatch):
-    from asr_helpers.lm import build_ngram
+    from asr_helpers.decoding.lm import build_ngram
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(paths.REPO_ROOT), os.environ.get("PYTHONPATH")])))
     text = tmp_path / "lm.txt"
@@ -79,4 +80,4 @@ def test_kaggle_profile_trains_decodes_and_reports_from_two_mounts(two_mounts, t
     assert any(o.get("data", {}).get("text/html", "").count("<audio") for c in executed.cells
                for o in c.get("outputs", []))
     test_other = next((two_mounts / "librispeech-other" / "LibriSpeech" / "test-other").rglob("*.flac"))
-    assert report.audio_path(run, "test-other", test_other.stem) == test_other
+    assert summary.audio_path(run, "test-other", test_other.stem) == test_other

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from asr_helpers.attention import EncoderMemory
-from asr_helpers.attention_decoding import Hypothesis, end_detected, attention_greedy, beam_search, search_batch
-from asr_helpers.ctc_prefix import CTCPrefixScorer
-from asr_helpers.model import ctc_loss
-from asr_helpers.las import JointConfig, JointCTCAttention, joint_config
-from asr_helpers.lm_fusion import FusionLM
-from asr_helpers.model import DeepSpeech2
-from asr_helpers.text import CharTokenizer, train_bpe
+from asr_helpers.models.attention import EncoderMemory
+from asr_helpers.decoding.attention_decoding import Hypothesis, end_detected, attention_greedy, beam_search, search_batch
+from asr_helpers.decoding.ctc_prefix import CTCPrefixScorer
+from asr_helpers.models.deepspeech2 import ctc_loss
+from asr_helpers.models.las import JointConfig, JointCTCAttention, joint_config
+from asr_helpers.decoding.lm_fusion import FusionLM
+from asr_helpers.models.deepspeech2 import DeepSpeech2
+from asr_helpers.data.text import CharTokenizer, train_bpe
 from test_lm_fusion import write_arpa
 
 TEXTS = ["the cat sat", "a dog ran far"]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from asr_helpers import download as dl
-from asr_helpers import librispeech as ls
-from asr_helpers.download import DownloadError
-from asr_helpers.librispeech import (
+from asr_helpers.data import download as dl
+from asr_helpers.data import librispeech as ls
+from asr_helpers.data.download import DownloadError
+from asr_helpers.data.librispeech import (
     SPLITS,
     Split,
     UnknownSplitError,

@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from asr_helpers import lm
-from asr_helpers.bench_decode import bench_lm_decoding
-from asr_helpers.decoding import LMDecoder, greedy_decode
-from asr_helpers.download import DownloadError
-from asr_helpers.text import CharTokenizer
+from asr_helpers.decoding import lm
+from asr_helpers.tools.bench_decode import bench_lm_decoding
+from asr_helpers.decoding.ctc import LMDecoder, greedy_decode
+from asr_helpers.data.download import DownloadError
+from asr_helpers.data.text import CharTokenizer
 from fixtures_http import checksums, file_server  # noqa: F401 - file_server is a fixture
 
 TOK = CharTokenizer()

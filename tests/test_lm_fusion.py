@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_helpers.lm_fusion import FusionLM, PrefixLookahead
-from asr_helpers.text import CharTokenizer
+from asr_helpers.decoding.lm_fusion import FusionLM, PrefixLookahead
+from asr_helpers.data.text import CharTokenizer
 
 
 def write_arpa(path: Path, unigrams: dict[str, float], bigrams: dict[str, float]) -> Path:

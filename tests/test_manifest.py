@@ -1,7 +1,7 @@
 import numpy as np
 import soundfile
 
-from asr_helpers.manifest import index_split, load_splits, scan_split
+from asr_helpers.data.manifest import index_split, load_splits, scan_split
 from conftest import write_librispeech
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from asr_helpers.metrics import cer, score_folders, utterance_errors, wer
+from asr_helpers.decoding.metrics import cer, score_folders, utterance_errors, wer
 
 
 def test_wer_counts_substitutions_deletions_insertions_over_reference_words():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from asr_helpers.features import LogMelFeatures
-from asr_helpers.model import (DeepSpeech2, PRESETS, config_from_dict, config_to_dict, conv_output_lengths,
+from asr_helpers.data.features import LogMelFeatures
+from asr_helpers.models.deepspeech2 import (DeepSpeech2, PRESETS, config_from_dict, config_to_dict, conv_output_lengths,
                                model_config, reverse_within_lengths)
 
 

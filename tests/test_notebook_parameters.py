@@ -8,7 +8,7 @@ import json
 import papermill
 
 from asr_helpers import paths
-from asr_helpers.config import TrainConfig
+from asr_helpers.training.config import TrainConfig
 
 TRAIN_NOTEBOOK = paths.REPO_ROOT / "notebooks" / "03_train.ipynb"
 

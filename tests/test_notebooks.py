@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from asr_helpers import paths
-from asr_helpers.notebooks import NOTEBOOKS_DIR
+from asr_helpers.tools.notebooks import NOTEBOOKS_DIR
 
 pytestmark = pytest.mark.skipif(shutil.which("flite") is None, reason="needs the TTS voices (./run_all.sh setup)")
 
@@ -29,7 +29,7 @@ def test_every_notebook_has_a_parameters_cell_and_no_outputs():
 @pytest.mark.slow
 def test_all_notebooks_run_with_the_smoke_profile():
     env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run([sys.executable, "-m", "asr_helpers.notebooks", "--profile", "smoke"], env=env,
+    result = subprocess.run([sys.executable, "-m", "asr_helpers.tools.notebooks", "--profile", "smoke"], env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     executed = paths.artifacts_dir() / "executed" / "smoke"

@@ -8,8 +8,8 @@ import nbformat
 import papermill
 import pytest
 
-from asr_helpers.config import TrainConfig, check_parameters
-from asr_helpers.notebooks import NOTEBOOKS_DIR, PROFILES_DIR, load_profile, notebook_parameters
+from asr_helpers.training.config import TrainConfig, check_parameters
+from asr_helpers.tools.notebooks import NOTEBOOKS_DIR, PROFILES_DIR, load_profile, notebook_parameters
 
 PROFILES = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -51,7 +51,7 @@ def test_one_batch_parameters_reach_02_only():
 
 
 def test_a_profile_with_a_section_is_refused(tmp_path, monkeypatch):
-    from asr_helpers import notebooks
+    from asr_helpers.tools import notebooks
     monkeypatch.setattr(notebooks, "PROFILES_DIR", tmp_path)
     (tmp_path / "nested.yaml").write_text("epochs: 1\n02_one_batch_test:\n  lr: 1.0\n")
     with pytest.raises(ValueError, match="02_one_batch_test"):

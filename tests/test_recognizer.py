@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from asr_helpers.dataset import collate
-from asr_helpers.recognizer import ModelOutput, build_model, pipeline_shapes
-from asr_helpers.text import CharTokenizer
+from asr_helpers.data.dataset import collate
+from asr_helpers.models.recognizer import ModelOutput, build_model, pipeline_shapes
+from asr_helpers.data.text import CharTokenizer
 
 TOK = CharTokenizer()
 

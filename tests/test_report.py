@@ -9,9 +9,11 @@ import papermill
 import pytest
 import soundfile
 
-from asr_helpers import checklist, paths, report
-from asr_helpers.notebooks import NOTEBOOKS_DIR, export_html
-from asr_helpers.rundir import RunDir
+from asr_helpers import paths
+from asr_helpers.report import checklist
+from asr_helpers.report import summary
+from asr_helpers.tools.notebooks import NOTEBOOKS_DIR, export_html
+from asr_helpers.training.rundir import RunDir
 
 
 def _fake_run(name: str, tokenizer: str = "char", decoders=("greedy", "beam", "lm")) -> None:
@@ -30,26 +32,26 @@ def _fake_run(name: str, tokenizer: str = "char", decoders=("greedy", "beam", "l
 
 
 def test_no_runs_gives_a_clear_message():
-    with pytest.raises(report.NoRunsError, match="train one with notebooks/03_train.ipynb"):
-        report.pick_run(None)
-    with pytest.raises(report.NoRunsError, match="has not finished"):
-        report.pick_run("missing")
+    with pytest.raises(summary.NoRunsError, match="train one with notebooks/03_train.ipynb"):
+        summary.pick_run(None)
+    with pytest.raises(summary.NoRunsError, match="has not finished"):
+        summary.pick_run("missing")
 
 
 def test_reads_runs_ablations_and_examples():
     _fake_run("a")
     _fake_run("b", tokenizer="bpe")
-    assert report.pick_run(None).name in {"a", "b"}
-    table = report.runs_table()
+    assert summary.pick_run(None).name in {"a", "b"}
+    table = summary.runs_table()
     assert list(table.run) == ["a", "b"] and table["dev-clean CER"].tolist() == [0.2, 0.2]
-    rows, missing = report.ablation(["a", "nope"])
+    rows, missing = summary.ablation(["a", "nope"])
     assert list(rows.run) == ["a"] and missing == ["nope"]
-    examples = report.best_and_worst(paths.runs_dir() / "a", "test-clean", "beam", count=1)
+    examples = summary.best_and_worst(paths.runs_dir() / "a", "test-clean", "beam", count=1)
     assert examples.kind.tolist() == ["best", "worst"] and examples.wer.tolist() == [0.0, pytest.approx(2 / 3)]
-    examples = report.best_and_worst(paths.runs_dir() / "a", "test-clean", "beam", count=3)
+    examples = summary.best_and_worst(paths.runs_dir() / "a", "test-clean", "beam", count=3)
     assert examples.id.tolist() == ["1-2-0000", "1-2-0001"]  # two utterances: each shown once, not as best and worst
-    assert report.analysed_decoder(report.decoder_results(paths.runs_dir() / "a")) == ("test-clean", "lm")
-    table = report.decoder_table(report.decoder_results(paths.runs_dir() / "a"))
+    assert summary.analysed_decoder(summary.decoder_results(paths.runs_dir() / "a")) == ("test-clean", "lm")
+    table = summary.decoder_table(summary.decoder_results(paths.runs_dir() / "a"))
     assert list(table.index) == ["greedy", "beam", "lm"] and table.loc["lm", "WER test-clean"] == 0.4
     assert list(table.columns[:1]) == ["WER test-clean"]
 
@@ -57,43 +59,43 @@ def test_reads_runs_ablations_and_examples():
 def test_latest_attempt_drops_a_restarted_run_and_replaces_resumed_steps():
     def records(*steps):
         return [{"kind": "train", "step": s} for s in steps]
-    assert [r["step"] for r in report.latest_attempt(records(10, 20, 30, 10, 20))] == [10, 20]
-    assert [r["step"] for r in report.latest_attempt(records(10, 20, 30, 40, 30, 40, 50))] == [10, 20, 30, 40, 50]
-    assert report.latest_attempt([]) == []
+    assert [r["step"] for r in summary.latest_attempt(records(10, 20, 30, 10, 20))] == [10, 20]
+    assert [r["step"] for r in summary.latest_attempt(records(10, 20, 30, 40, 30, 40, 50))] == [10, 20, 30, 40, 50]
+    assert summary.latest_attempt([]) == []
 
 
 def test_audio_path_follows_the_librispeech_layout(tmp_path):
     _fake_run("a")
-    assert report.audio_path(paths.runs_dir() / "a", "test-clean", "1-2-0000") is None
-    from asr_helpers.corpora import synthetic_root
+    assert summary.audio_path(paths.runs_dir() / "a", "test-clean", "1-2-0000") is None
+    from asr_helpers.data.corpora import synthetic_root
     flac = synthetic_root(1.0, 0) / "LibriSpeech" / "test-clean" / "1" / "2" / "1-2-0000.flac"
     flac.parent.mkdir(parents=True)
     flac.write_bytes(b"")
-    assert report.audio_path(paths.runs_dir() / "a", "test-clean", "1-2-0000") == flac
+    assert summary.audio_path(paths.runs_dir() / "a", "test-clean", "1-2-0000") == flac
 
 
 def test_audio_path_finds_librispeech_on_a_kaggle_mount(tmp_path, monkeypatch):
-    from asr_helpers import librispeech
+    from asr_helpers.data import librispeech
     run = paths.runs_dir() / "ls"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"corpus": "librispeech", "data_root": None}))
     kaggle = tmp_path / "kaggle-input"
     monkeypatch.setattr(librispeech, "KAGGLE_INPUT", kaggle)
-    assert report.audio_path(run, "test-clean", "1-2-0000") is None
+    assert summary.audio_path(run, "test-clean", "1-2-0000") is None
     chapter = kaggle / "librispeech-clean" / "LibriSpeech" / "test-clean" / "1" / "2"
     chapter.mkdir(parents=True)
     (chapter / "1-2.trans.txt").write_text("1-2-0000 THE CAT\n")
     (chapter / "1-2-0000.flac").write_bytes(b"")
-    assert report.audio_path(run, "test-clean", "1-2-0000") == chapter / "1-2-0000.flac"
-    assert report.audio_path(run, "no-such-split", "1-2-0000") is None
+    assert summary.audio_path(run, "test-clean", "1-2-0000") == chapter / "1-2-0000.flac"
+    assert summary.audio_path(run, "no-such-split", "1-2-0000") is None
     downloaded = tmp_path / "data" / "LibriSpeech" / "test-clean" / "1" / "2"  # ensure_split's download layout
     downloaded.mkdir(parents=True)
     (downloaded / "1-2.trans.txt").write_text("1-2-0000 THE CAT\n")
     (downloaded / "1-2-0000.flac").write_bytes(b"")
     (run / "config.json").write_text(json.dumps({"corpus": "librispeech", "data_root": str(tmp_path / "data")}))
-    assert report.audio_path(run, "test-clean", "1-2-0000") == downloaded / "1-2-0000.flac"
+    assert summary.audio_path(run, "test-clean", "1-2-0000") == downloaded / "1-2-0000.flac"
     (run / "config.json").write_text(json.dumps({"corpus": "librispeech", "data_root": str(tmp_path / "elsewhere")}))
-    assert report.audio_path(run, "test-clean", "1-2-0000") == chapter / "1-2-0000.flac"  # as prepare_corpus would
+    assert summary.audio_path(run, "test-clean", "1-2-0000") == chapter / "1-2-0000.flac"  # as prepare_corpus would
 
 
 def _full_run(name: str, tokenizer: str = "char") -> Path:
@@ -127,30 +129,30 @@ def _full_run(name: str, tokenizer: str = "char") -> Path:
 
 def test_reads_media_lm_grid_and_ablation_histories():
     run = _full_run("a")
-    assert [r["minutes"] for r in report.history(run) if r["kind"] == "train"] == [6.0, 7.0, 8.0]  # last attempt only
-    assert list(report.spectrogram_images(run)) == ["train utterance (features before SpecAugment)",
+    assert [r["minutes"] for r in summary.history(run) if r["kind"] == "train"] == [6.0, 7.0, 8.0]  # last attempt only
+    assert list(summary.spectrogram_images(run)) == ["train utterance (features before SpecAugment)",
                                                     "the same train utterance after augmentation (SpecAugment masks)",
                                                     "dev utterance (dev-clean)"]
-    assert report.augmented_audio(run).name == "train_augmented_audio-0000030.wav"
-    assert report.attention_images(run) == {}
-    assert report.lm_grid(run).alpha == 0.5 and report.lm_grid(paths.runs_dir()) is None
-    assert report.joint_weight_line(run) == "", "a CTC-only run has no joint decoding"
+    assert summary.augmented_audio(run).name == "train_augmented_audio-0000030.wav"
+    assert summary.attention_images(run) == {}
+    assert summary.lm_grid(run).alpha == 0.5 and summary.lm_grid(paths.runs_dir()) is None
+    assert summary.joint_weight_line(run) == "", "a CTC-only run has no joint decoding"
     RunDir(run).joint_params.write_text(json.dumps({"ctc_weight": 0.5, "cer": 0.174, "weights": [0.3, 0.5],
                                                     "cers": [0.192, 0.174]}))
-    assert report.joint_weight_line(run) == ("Joint decoding used CTC weight **0.5**, the lowest dev CER "
+    assert summary.joint_weight_line(run) == ("Joint decoding used CTC weight **0.5**, the lowest dev CER "
                                              "(0.3: 19.2 %, 0.5: 17.4 %).")
     RunDir(run).fusion_params.write_text(json.dumps({"ctc_weight": 0.9, "alpha": 0.8, "beta": 0.0, "cer": 0.126,
                                                      "points": [{}, {}]}))
-    assert report.joint_weight_line(run).endswith("With the LM inside the search (joint+lm): CTC weight **0.9**, alpha "
+    assert summary.joint_weight_line(run).endswith("With the LM inside the search (joint+lm): CTC weight **0.9**, alpha "
                                                   "**0.8**, beta **0**, the lowest dev CER (12.6 %) of 2 tried.")
     RunDir(run).fusion_params.write_text("{not json")
-    assert report.joint_weight_line(run).endswith("(0.3: 19.2 %, 0.5: 17.4 %)."), "a broken file is skipped"
-    samples = report.latest_samples(run)
+    assert summary.joint_weight_line(run).endswith("(0.3: 19.2 %, 0.5: 17.4 %)."), "a broken file is skipped"
+    samples = summary.latest_samples(run)
     assert samples[["split", "prediction", "wer"]].values.tolist() == [["dev-clean", "the hat", 0.5]]
-    histories, labels, missing = report.ablation_histories(["a", "nope", "a"])
+    histories, labels, missing = summary.ablation_histories(["a", "nope", "a"])
     assert list(histories) == ["a"] and missing == ["nope"]
     assert labels["a"] == "a (tokenizer=char, augment=light)"
-    speakers = report.speaker_table(run, "test-clean", report.recogs(run, "test-clean", "lm"))
+    speakers = summary.speaker_table(run, "test-clean", summary.recogs(run, "test-clean", "lm"))
     assert speakers.speaker.tolist() == ["1", "7"] and speakers.cer.tolist() == [pytest.approx(2 / 19), pytest.approx(1 / 11)]
 
 
@@ -240,13 +242,13 @@ def test_unreadable_records_are_skipped_with_a_warning_naming_the_file(caplog):
     (run / "decoding.json").write_text("[{\"split\": ")
     (run / "lm_params.json").write_text(json.dumps({"alpha": 0.5}))
     (run / "joint_params.json").write_text(json.dumps({"ctc_weight": 0.5}))
-    assert len(report.history(run)) == 9
-    assert report.recogs(run, "test-clean", "lm").id.tolist() == ["1-2-0000", "1-2-0001", "7-8-0000"]
-    assert report.decoder_results(run).empty and report.lm_grid(run) is None and report.joint_weight_line(run) == ""
+    assert len(summary.history(run)) == 9
+    assert summary.recogs(run, "test-clean", "lm").id.tolist() == ["1-2-0000", "1-2-0001", "7-8-0000"]
+    assert summary.decoder_results(run).empty and summary.lm_grid(run) is None and summary.joint_weight_line(run) == ""
     assert {c.item: c.present for c in checklist.course_checklist(run)}["gradient norm"]
     warnings = caplog.text
     for name in ("history.jsonl line 19", "recogs-test-clean-lm.txt line 4", "decoding.json skipped", "lm_params.json skipped",
                  "joint_params.json skipped"):
         assert name in warnings, name
     (run / "decoding.json").write_text(json.dumps([{"split": "dev-clean"}]))
-    assert report.decoder_results(run).empty and "expected the fields split, decoder" in caplog.text
+    assert summary.decoder_results(run).empty and "expected the fields split, decoder" in caplog.text

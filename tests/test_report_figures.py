@@ -2,8 +2,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
-from asr_helpers import error_analysis, plots, report_figures
-from asr_helpers.lm import TuneResult
+from asr_helpers import plots
+from asr_helpers.report import error_analysis
+from asr_helpers.report import figures
+from asr_helpers.decoding.lm import TuneResult
 
 
 def _history():
@@ -35,7 +37,7 @@ def test_lm_grid_frames_the_chosen_cell():
 def test_decoder_bars_label_every_split_and_decoder():
     decoding = pd.DataFrame([{"split": s, "decoder": d, "wer": w, "cer": w / 2, "ms_per_utterance": 1.0}
                              for s in ("dev-clean", "test-clean") for d, w in (("greedy", 0.5), ("beam", 0.4), ("lm", 0.3))])
-    figure = report_figures.decoder_bars_figure(decoding)
+    figure = figures.decoder_bars_figure(decoding)
     wer_axis = figure.axes[0]
     assert [t.get_text() for t in wer_axis.get_xticklabels()] == ["dev-clean", "test-clean"]
     assert sorted(float(t.get_text()) for t in wer_axis.texts) == [0.3, 0.3, 0.4, 0.4, 0.5, 0.5]
@@ -45,13 +47,13 @@ def test_decoder_bars_label_every_split_and_decoder():
 
 def test_ablation_speaker_and_edit_figures_draw_what_they_are_given():
     histories = {"a": _history(), "b": [dict(r, cer=r.get("cer", 0) / 2) for r in _history()]}
-    ablation = report_figures.ablation_curves_figure(histories, {"a": "a (augment=none)"})
+    ablation = figures.ablation_curves_figure(histories, {"a": "a (augment=none)"})
     assert len(ablation.axes) == 2 and len(ablation.axes[0].lines) == 2
     assert np.allclose(ablation.axes[1].lines[0].get_xdata(), [0.5, 1.0, 1.5])  # audio hours at each evaluation
     assert [t.get_text() for t in ablation.axes[0].get_legend().get_texts()] == ["a (augment=none)", "b"]
     speakers = pd.DataFrame({"speaker": ["7", "1"], "name": ["flite slt", ""], "utterances": [2, 1], "cer": [0.5, 0.1]})
-    labels = [t.get_text() for t in report_figures.speaker_cer_figure(speakers).axes[0].get_yticklabels()]
+    labels = [t.get_text() for t in figures.speaker_cer_figure(speakers).axes[0].get_yticklabels()]
     assert labels == ["1", "7 flite slt"]  # worst at the top
     counts = error_analysis.edit_counts([("the cat", "the hat")])
-    axes = report_figures.edit_counts_figure(error_analysis.top_edits(counts)).axes
+    axes = figures.edit_counts_figure(error_analysis.top_edits(counts)).axes
     assert [t.get_text() for t in axes[0].get_yticklabels()] == ["'c\u2192h'"] and "no deletions" in axes[1].texts[0].get_text()

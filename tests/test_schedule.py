@@ -1,6 +1,6 @@
 import pytest
 
-from asr_helpers.schedule import one_cycle, session_progress
+from asr_helpers.training.schedule import one_cycle, session_progress
 
 
 def test_one_cycle_shape():

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr_helpers import sentences, synthetic, tts
-from asr_helpers.text import ALPHABET, normalize_transcript
+from asr_helpers.data import sentences
+from asr_helpers.data import synthetic
+from asr_helpers.data import tts
+from asr_helpers.data.text import ALPHABET, normalize_transcript
 
 SPLITS = list(synthetic.SPLIT_SHARES)
 ENGINE_BINARIES = ("flite", "festival", "espeak-ng")
@@ -223,7 +225,7 @@ def test_failed_chapter_is_counted_not_raised(tmp_path):
 def test_missing_voice_is_reported_and_left_out(tmp_path, monkeypatch, caplog):
     gone = synthetic.VOICES[0].voice.name
     monkeypatch.setattr(tts, "unavailable", lambda voices: {gone: "flite has no voice rms (apt-get install flite)"})
-    with caplog.at_level(logging.WARNING, logger="asr_helpers.synthetic"):
+    with caplog.at_level(logging.WARNING, logger="asr_helpers.data.synthetic"):
         summary = synthetic.synthesize_corpus(tmp_path, minutes=0.2, workers=1)
     assert gone in caplog.text and "apt-get install flite" in caplog.text
     assert summary["unavailable_voices"] == {gone: "flite has no voice rms (apt-get install flite)"}

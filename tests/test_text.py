@@ -1,6 +1,6 @@
 import pytest
 
-from asr_helpers.text import ALPHABET, CharTokenizer, TextError, normalize_transcript, tokenizer_from_dict
+from asr_helpers.data.text import ALPHABET, CharTokenizer, TextError, normalize_transcript, tokenizer_from_dict
 
 
 def test_normalize_librispeech_style():
@@ -35,7 +35,7 @@ def test_tokenizer_rejects_unknown_characters_and_restores_from_dict():
 
 
 def test_bpe_tokenizer_round_trip_labels_and_checkpoint_state():
-    from asr_helpers.text import BPETokenizer, train_bpe
+    from asr_helpers.data.text import BPETokenizer, train_bpe
     texts = ["the cat sat on the mat", "her sister read an old letter", "it's a fine day by the fire"] * 30
     tok = train_bpe(texts, vocab_size=48)
     ids = tok.encode("the sister sat by the fire")

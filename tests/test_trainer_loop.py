@@ -6,15 +6,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from asr_helpers import paths
-from asr_helpers.checkpoint import load_checkpoint
-from asr_helpers.config import TrainConfig
-from asr_helpers.data import TrainData
-from asr_helpers.dataset import LengthBucketSampler
-from asr_helpers.recognizer import ModelOutput, SpeechModel
-from asr_helpers.text import CharTokenizer
-from asr_helpers.tracking import read_jsonl
-from asr_helpers.trainer import Trainer
-from asr_helpers.training import train
+from asr_helpers.training.checkpoint import load_checkpoint
+from asr_helpers.training.config import TrainConfig
+from asr_helpers.training.loaders import TrainData
+from asr_helpers.data.dataset import LengthBucketSampler
+from asr_helpers.models.recognizer import ModelOutput, SpeechModel
+from asr_helpers.data.text import CharTokenizer
+from asr_helpers.training.tracking import read_jsonl
+from asr_helpers.training.trainer import Trainer
+from asr_helpers.training.run import train
 
 POISON = 99  # a target that makes the toy model's loss NaN
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from asr_helpers import paths
-from asr_helpers.checkpoint import load_checkpoint, load_model
-from asr_helpers.config import TrainConfig
-from asr_helpers.model import DeepSpeech2, model_config
-from asr_helpers.tracking import read_jsonl
-from asr_helpers.trainer import optimizer_groups
-from asr_helpers.training import train
+from asr_helpers.training.checkpoint import load_checkpoint, load_model
+from asr_helpers.training.config import TrainConfig
+from asr_helpers.models.deepspeech2 import DeepSpeech2, model_config
+from asr_helpers.training.tracking import read_jsonl
+from asr_helpers.training.trainer import optimizer_groups
+from asr_helpers.training.run import train
 
 BASE = dict(corpus="librispeech", dev_splits=["dev-clean"], model_size="tiny", epochs=2, batch_seconds=6.0, max_seconds=6.0, lr=3e-3,
             augment="full", num_workers=0, wandb_mode="disabled", eval_utterances=3, log_every=1)
@@ -87,8 +87,8 @@ def test_ddp_two_processes_end_with_identical_weights(tiny_corpus, tmp_path):
     script = tmp_path / "ddp_check.py"
     script.write_text(
         "import sys, torch, torch.distributed as dist\n"
-        "from asr_helpers.training import build_trainer\n"
-        "from asr_helpers.config import TrainConfig\n"
+        "from asr_helpers.training.run import build_trainer\n"
+        "from asr_helpers.training.config import TrainConfig\n"
         "config = TrainConfig(corpus='librispeech', data_root=sys.argv[1], run_name='ddp', dev_splits=['dev-clean'], model_size='tiny',\n"
         "    epochs=1, batch_seconds=6.0, max_seconds=6.0, num_workers=0, wandb_mode='disabled', max_steps=3)\n"
         "trainer = build_trainer(config)\n"
@@ -127,8 +127,8 @@ def test_weight_decay_only_on_matrices_and_kernels():
 
 DDP_SKIP_SCRIPT = """
 import dataclasses, json, sys, torch, torch.distributed as dist
-from asr_helpers.training import build_trainer
-from asr_helpers.config import TrainConfig
+from asr_helpers.training.run import build_trainer
+from asr_helpers.training.config import TrainConfig
 config = TrainConfig(corpus='librispeech', data_root=sys.argv[1], run_name='ddp-skip', dev_splits=['dev-clean'],
     model_size='tiny', epochs=1, batch_seconds=4.0, max_seconds=4.0, num_workers=0, wandb_mode='disabled', grad_accum=2)
 trainer = build_trainer(config)

@@ -8,11 +8,11 @@ import pytest
 import soundfile
 import torch
 
-from asr_helpers.checkpoint import rng_state, save_atomic
-from asr_helpers.config import TrainConfig
-from asr_helpers.inference import AudioInput, length_batches, transcribe, transcript_names
-from asr_helpers.model import DeepSpeech2, config_to_dict, model_config
-from asr_helpers.text import CharTokenizer
+from asr_helpers.training.checkpoint import rng_state, save_atomic
+from asr_helpers.training.config import TrainConfig
+from asr_helpers.inference.transcribe import AudioInput, length_batches, transcribe, transcript_names
+from asr_helpers.models.deepspeech2 import DeepSpeech2, config_to_dict, model_config
+from asr_helpers.data.text import CharTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -163,20 +163,20 @@ def test_batched_transcripts_equal_one_at_a_time(tiny_checkpoint, tmp_path):
 
 
 def test_a_failing_batch_is_retried_so_only_the_bad_file_is_reported(tiny_checkpoint, tmp_path, monkeypatch):
-    from asr_helpers import inference
+    from asr_helpers.inference import transcribe as transcribe_module
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(4):
         soundfile.write(folder / f"u{i}.wav", tone(0.4 + 0.1 * i), 16000)
     soundfile.write(folder / "poison.wav", tone(0.45) * 0 + 0.123, 16000)
-    real = inference.Transcriber.texts
+    real = transcribe_module.Transcriber.texts
 
     def fails_on_poison(self, waves):
         if any(torch.allclose(w, torch.full_like(w, 0.123), atol=1e-3) for w in waves):
             raise RuntimeError("boom")
         return real(self, waves)
 
-    monkeypatch.setattr(inference.Transcriber, "texts", fails_on_poison)
+    monkeypatch.setattr(transcribe_module.Transcriber, "texts", fails_on_poison)
     report = transcribe(tiny_checkpoint, [folder], tmp_path / "out", decoder="greedy")
     assert sorted(label for label, _ in report.written) == [f"u{i}.wav" for i in range(4)]
     assert report.skipped == [("poison.wav", "model error (RuntimeError: boom)")]
@@ -191,7 +191,8 @@ def test_a_missing_input_is_reported_and_the_others_go_on(tiny_checkpoint, tmp_p
 
 
 def test_bench_transcribe_times_batched_and_one_at_a_time(tiny_checkpoint, tiny_corpus, monkeypatch):
-    from asr_helpers import bench, corpora
+    from asr_helpers.tools import bench
+    from asr_helpers.data import corpora
     from conftest import write_librispeech
     for seed, split in enumerate(("test-clean", "test-other")):
         write_librispeech(tiny_corpus, split, speakers=1, utterances=2, seed=seed + 5)

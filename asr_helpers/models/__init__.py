@@ -1,0 +1,8 @@
+"""Models wing: the networks and the recognizers the training loop plugs in.
+
+DeepSpeech2 (``deepspeech2``), the attention decoders and the joint CTC/attention model (``attention``,
+``las``), the recognizers that turn a batch into a loss and quick transcripts (``recognizer``), the
+attention-map figures and lock-on score (``attention_maps``).
+
+May import: the base modules, ``data`` and ``decoding``.
+"""

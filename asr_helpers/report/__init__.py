@@ -1,0 +1,7 @@
+"""Report wing: what notebooks 04 and 05 show a student and a grader.
+
+``summary`` (reads run folders into tables), ``figures`` (the report's plots), ``error_analysis``,
+``checklist`` (the course's items, ticked from artifacts) and ``widgets`` (interactive panels).
+
+May import: every wing above except ``tools``.
+"""

@@ -1,0 +1,111 @@
+"""Figures of the report (05): ablation curves, decoder bars, CER per speaker, frequent edits, dev scalars.
+
+Each takes records the report already read (history, ``decoding.json``, recogs) and returns a
+closed matplotlib figure, so the notebook only displays it.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from asr_helpers.report.error_analysis import EDIT_KINDS
+
+
+def ablation_curves_figure(histories: dict[str, list[dict]], labels: dict[str, str] | None = None, metric: str = "cer"):
+    """Dev ``metric`` of several runs overlaid, one panel per dev split, against minutes and audio hours."""
+    labels = labels or {}
+    splits = sorted({r["kind"][5:] for h in histories.values() for r in h if r["kind"].startswith("eval/")})
+    figure, axes = plt.subplots(len(splits), 2, figsize=(13, 3.2 * len(splits)), squeeze=False)
+    for row, split in enumerate(splits):
+        for name, history in histories.items():
+            points = [r for r in history if r["kind"] == f"eval/{split}"]
+            label = labels.get(name, name)
+            axes[row, 0].plot([r["minutes"] for r in points], [r[metric] for r in points], "o-", label=label)
+            hours = _audio_hours_at(history, [r["step"] for r in points])
+            axes[row, 1].plot(hours, [r[metric] for r in points], "o-", label=label)
+        for column, xlabel in enumerate(("minutes of training", "audio hours seen")):
+            axes[row, column].set(xlabel=xlabel, ylabel=f"{split} {metric.upper()} (greedy)", ylim=(0, None))
+            axes[row, column].grid(alpha=0.3)
+        axes[row, 0].legend(fontsize=8)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def _audio_hours_at(history: list[dict], steps: list[int]) -> np.ndarray:
+    """Audio hours seen at each step, interpolated from the train records (NaN without them)."""
+    train = sorted((r["step"], r["audio_hours"]) for r in history if r["kind"] == "train" and "audio_hours" in r)
+    if not train:
+        return np.full(len(steps), np.nan)
+    known_steps, hours = np.asarray(train, dtype=float).T
+    return np.interp(steps, known_steps, hours)
+
+
+def decoder_bars_figure(decoding: pd.DataFrame):
+    """WER and CER of each decoder (greedy, own beam, LM) side by side for every split, values written on the bars."""
+    decoders = list(dict.fromkeys(decoding.decoder))
+    splits = list(dict.fromkeys(decoding.split))
+    figure, axes = plt.subplots(1, 2, figsize=(13, 3.6))
+    width = 0.8 / len(decoders)
+    crowded = len(decoders) > 4  # a joint model's seven decoders: upright labels would run into each other
+    for ax, metric in zip(axes, ("wer", "cer")):
+        for k, decoder in enumerate(decoders):
+            rows = decoding[decoding.decoder == decoder].set_index("split").reindex(splits)
+            bars = ax.bar(np.arange(len(splits)) + (k - (len(decoders) - 1) / 2) * width, rows[metric], width, label=decoder)
+            ax.bar_label(bars, fmt="%.3f", fontsize=6 if crowded else 7, padding=1, rotation=90 if crowded else 0)
+        ax.set_xticks(range(len(splits)), splits)
+        ax.set(ylabel=metric.upper(), title=f"{metric.upper()} per split and decoder (lower is better)")
+        ax.margins(y=0.3 if crowded else 0.15)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, ncol=len(decoders), loc="lower center", frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))  # room for the one legend under both plots
+    plt.close(figure)
+    return figure
+
+
+def speaker_cer_figure(speakers: pd.DataFrame, title: str = ""):
+    """Horizontal bars of CER per speaker, worst at the top, labelled with the reader's (voice's) name."""
+    shown = speakers.sort_values("cer")
+    labels = [f"{s} {n}".strip() for s, n in zip(shown.speaker, shown.name)]
+    figure, ax = plt.subplots(figsize=(9, 0.35 * len(shown) + 1.4))
+    bars = ax.barh(labels, shown.cer, color="tab:purple")
+    ax.bar_label(bars, [f"{c:.3f} ({n} utt.)" for c, n in zip(shown.cer, shown.utterances)], fontsize=7, padding=2)
+    ax.set(xlabel="CER", title=title or "CER per speaker")
+    ax.margins(x=0.2)
+    ax.tick_params(axis="y", labelsize=8)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def edit_counts_figure(top: dict[str, pd.DataFrame], title: str = ""):
+    """The most frequent character substitutions, deletions and insertions, one panel each."""
+    figure, axes = plt.subplots(1, len(EDIT_KINDS), figsize=(14, 3.8))
+    for ax, kind, color in zip(axes, EDIT_KINDS, ("tab:orange", "tab:red", "tab:green")):
+        frame = top.get(kind, pd.DataFrame(columns=["edit", "count"])).iloc[::-1]
+        if frame.empty:
+            ax.text(0.5, 0.5, f"no {kind}s", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.barh([f"'{e}'" for e in frame.edit], frame["count"], color=color)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(title=f"{kind}s (reference \u2192 hypothesis)" if kind == "substitution" else f"{kind}s", xlabel="count")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def metric_curve_figure(history: list[dict], key: str, title: str):
+    """One dev scalar (e.g. an attention lock-on score) per split against training minutes."""
+    figure, ax = plt.subplots(figsize=(7, 3))
+    for split in sorted({r["kind"][5:] for r in history if r["kind"].startswith("eval/") and key in r}):
+        rows = [r for r in history if r["kind"] == f"eval/{split}" and key in r]
+        ax.plot([r["minutes"] for r in rows], [r[key] for r in rows], "o-", label=split)
+    ax.set(xlabel="minutes of training", ylabel=key, title=title)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
