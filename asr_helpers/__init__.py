@@ -1,46 +1,53 @@
 """asr-workbook helpers: the tested logic behind the course notebooks.
 
 Importing the package is cheap (no torch); each module imports what it needs. The package is
-flat on purpose (one job per module, short imports in notebooks); the map below groups it.
-Imports flow downwards only: nothing in a lower group imports a higher one
-(``tests/test_imports.py`` checks it), and only ``tracking`` imports wandb.
+split into wings by area; a wing imports only the wings above it in this list and the base
+(``tests/test_imports.py`` checks it, and that no two modules import each other round a cycle).
 
-Corpus and data (low)
-    paths, runtime      where things live; seeds, device, precision, Kaggle/Colab set-up
-    download            resumable, verified downloads and safe extraction
-    librispeech         the LibriSpeech split table, mounted copies, downloads
-    sentences, tts,     the offline corpus: sentences, free TTS voices, rendering in
-    synthetic           LibriSpeech layout
-    corpora             one entry point: a corpus name -> a LibriSpeech-layout root
-    manifest            one row per usable utterance, cached
-    text, audio         transcript normalisation and tokenizers; reading any audio file
-    dataset, augment    dataset, collate, length-bucketed sampler; wave augmentations
-    spec_augment        SpecAugment and frequency warping on log-mel batches
-Model and decoding (low)
-    features, model     log-mel front end; DeepSpeech2, its output-length rule and the CTC loss
-    attention, las      the attention decoders (location-aware, dot-product); the joint CTC/attention model (LAS + CTC)
-    recognizer          the models the loop plugs in (DeepSpeech2, joint): batch -> loss, outputs, quick decoding
-    decoding, lm        greedy, prefix beam search, LM fusion and the registry of every decoder; n-gram LMs
-    ctc_prefix,         CTC prefix scores; attention greedy, beam and joint CTC/attention search
-    attention_decoding  (the registry's attention decoders)
-    lm_fusion           a word LM inside the joint search: shallow fusion with a prefix look-ahead
-    attention_maps      lock-on score and labelled attention-map figures
-    metrics             WER and CER
-Training (middle)
-    config              TrainConfig: every training setting
-    data                build_data: corpus -> manifests -> tokenizer -> sampler and loaders
-    distributed         rank, device and the decisions every DDP rank must agree on
-    evaluation          dev loss and error rates of any model; CTC log-probs for decoders
-    checkpoint, rundir  self-describing checkpoints (load_model, load_recognizer); every run-folder file name
-    schedule, tracking  the one-cycle schedule; wandb + plain-file logging
-    trainer             the loop: accumulation, AMP, clipping, agreed skips and stops, resume
-    training            train / launch: data + model + loop from a TrainConfig (torchrun for DDP)
-Using a model (high)
-    inference, cli      transcribe folders, score predictions, command line
-    comparison, sanity  decoders compared on whole splits; the one-batch overfit test
-    bench               throughput benchmarks
-Notebook support (high)
-    explore, plots, widgets, report, notebooks, install
+Base (any wing may import)
+    paths, runtime, plots   where things live; seeds, device, precision, Kaggle/Colab; figure helpers
+data        corpus on disk -> batches and features
+    audio, text             reading any audio file; transcript normalisation and tokenizers
+    download, librispeech   verified, resumable downloads and safe extraction; LibriSpeech splits and mounts
+    sentences, tts,         the offline corpus: sentences, free TTS voices, rendering in LibriSpeech layout
+    synthetic, tone_corpus
+    corpora, manifest       a corpus name -> a LibriSpeech-layout root; one cached row per usable utterance
+    dataset, augment,       dataset, collate, length-bucketed sampler; wave augmentations; SpecAugment
+    spec_augment, features  and the log-mel front end
+    explore                 corpus summaries for notebook 00
+decoding    model scores -> text, and how good it is
+    decoders, tuned         the decoder table (name, label, head, needs LM, tuned weights, metric);
+                            one record of tuned weights per run (tuned.json)
+    ctc, ctc_prefix, lm     CTC greedy / prefix beam / pyctcdecode + KenLM; CTC prefix scores; n-gram LMs
+    scorers, beam_search,   the label-synchronous search: one beam search over weighted scorers
+    lm_fusion,              (attention decoder, CTC prefix, word LM with prefix look-ahead);
+    attention_decoding      AttentionSearch serves attention_beam / joint / joint+lm as weight sets
+    metrics                 WER and CER
+models      the networks and the recognizers the loop plugs in
+    registry                model name -> recognizer class, config section, output heads (-> decoders)
+    deepspeech2, attention, DeepSpeech2; attention decoders; the joint CTC/attention model
+    las
+    recognizer              batch -> loss, outputs, quick transcripts, logged media (the loop's interface)
+    attention_maps          lock-on score and labelled attention-map figures
+training    a config in, a self-describing checkpoint out
+    config, loaders, run    TrainConfig; corpus -> manifests -> tokenizer -> loaders; train / launch
+    trainer, schedule,      the loop (one train_step), one-cycle LR, rank agreement under DDP
+    distributed
+    evaluation, tracking    dev loss and error rates; wandb + plain-file logging
+    checkpoint, export,     safe checkpoints and small exports; every run-folder file name;
+    rundir, sanity          the one-batch overfit test
+inference   a trained model used on files and splits
+    transcribe, comparison  folders of audio -> text (the Transcriber); every decoder scored on a split
+report      what notebooks 04 and 05 show
+    summary, figures,       run folders -> tables; the report's figures; error analysis;
+    error_analysis,         the course checklist; interactive panels
+    checklist, widgets
+tools       entry points
+    cli, notebooks          python -m asr_helpers ...; the notebooks headless
+    bench, bench_train,     throughput benchmarks (training goes through Trainer.train_step)
+    bench_data, bench_decode
+    gpu_check, gpu_plan     the prepared GPU check and the Kaggle week plan
+    install                 requirements without breaking Kaggle/Colab's torch
 """
 
 __version__ = "0.1.0"

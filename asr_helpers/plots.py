@@ -103,30 +103,6 @@ def augmentation_figure(original, augmented, features, title: str):
     return figure
 
 
-def alpha_beta_figure(result):
-    """Dev WER over the alpha (LM weight) x beta (word bonus) grid of ``lm.tune_alpha_beta``, the chosen cell framed."""
-    from matplotlib.patches import Rectangle
-    grid = np.asarray(result.grid, dtype=float)
-    figure, ax = plt.subplots(figsize=(1.1 * len(result.betas) + 2.5, 0.6 * len(result.alphas) + 1.8))
-    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(len(result.betas)), [f"{b:g}" for b in result.betas])
-    ax.set_yticks(range(len(result.alphas)), [f"{a:g}" for a in result.alphas])
-    ax.set(xlabel="beta (word bonus)", ylabel="alpha (LM weight)",
-           title=f"dev WER; chosen alpha={result.alpha:g}, beta={result.beta:g} (WER {result.wer:.3f})")
-    middle = np.nanmin(grid) + 0.5 * (np.nanmax(grid) - np.nanmin(grid))
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7,
-                    color="black" if grid[i, j] <= middle else "white")
-    if result.alpha in result.alphas and result.beta in result.betas:
-        row, column = list(result.alphas).index(result.alpha), list(result.betas).index(result.beta)
-        ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    figure.colorbar(image, ax=ax, label="WER")
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
-
-
 def alignment_figure(log_probs, labels: list[str], frame_ms: float, title: str = ""):
     """Per-frame output probabilities with the argmax symbol of each non-blank frame written on top.
 

@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from asr_helpers.tools.bench import bench_train, peak_tflops, time_augment_throughput, with_time_stride
 from asr_helpers.models.deepspeech2 import DeepSpeech2, model_config, training_flops_per_audio_second
+from asr_helpers.tools.bench import time_augment_throughput
+from asr_helpers.tools.bench_train import bench_model, bench_train, peak_tflops, with_time_stride
+from asr_helpers.training.trainer import Trainer
 
 
 def test_bench_train_compares_with_the_baseline():
@@ -19,6 +21,18 @@ def test_bench_train_compares_with_the_baseline():
     assert result["baseline_batch_size"] == max(1, round(result["mean_batch_size"]))
     assert result["achieved_tflops"] == pytest.approx(result["flops_per_audio_second"] * result["audio_sec_per_sec"] / 1e12)
     assert result["mfu"] is None  # no data-sheet peak on a CPU
+
+
+def test_bench_train_takes_the_trainers_step_for_the_joint_model(monkeypatch):
+    batches = []
+    step = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self, batch: batches.append(batch) or step(self, batch))
+    result = bench_train("tiny", seconds=1.0, batch_seconds=20.0, utterances=4, arch="las", time_stride=3)
+    assert result["arch"] == "las" and result["time_stride"] == 3 and result["audio_sec_per_sec"] > 0
+    assert len(batches) == result["steps"] + 1  # the timed steps and the untimed first one
+    assert result["parameters"] > bench_model("deepspeech2", "tiny", "masked", time_stride=3).parameter_count()
+    with pytest.raises(ValueError, match="model must be one of"):
+        bench_train("tiny", seconds=1.0, utterances=4, arch="conformer")
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])

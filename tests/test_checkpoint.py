@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from asr_helpers.decoding import lm
+from asr_helpers.decoding.tuned import Tuned, save_tuned
 from asr_helpers.training.checkpoint import (UnsafeCheckpointError, convert_trusted, load_checkpoint, load_model, plain,
-                                    rng_state, save_atomic, set_rng_state)
+                                    rng_state, save_atomic, set_rng_state, tuned_record)
 from conftest import run_cli, train_in_folder
 
 
@@ -96,15 +96,16 @@ def test_crafted_checkpoint_is_refused_before_any_code_runs(best, audio, tmp_pat
 
 
 def test_export_is_small_and_transcribes_like_best(best, audio, tmp_path, capsys):
-    lm.TuneResult(alpha=0.75, beta=1.5, wer=0.2, alphas=[0.75], betas=[1.5], grid=[[0.2]]).save(best)
+    tuned = Tuned("lm", {"alpha": 0.75, "beta": 1.5}, "wer", 0.2, [{"weights": {"alpha": 0.75, "beta": 1.5}, "score": 0.2}])
+    save_tuned(best.parent, tuned)
     export = tmp_path / "published" / "model.pt"
     code, out, err = run_cli(capsys, "checkpoint", "export", str(best), "--out", str(export))
     assert code == 0, err
-    assert "export" in out and "alpha=0.75" in out and hashlib.sha256(export.read_bytes()).hexdigest() in out
+    assert "export" in out and "tuned lm alpha=0.75 beta=1.5" in out and hashlib.sha256(export.read_bytes()).hexdigest() in out
     state = torch.load(export, weights_only=True)
-    assert set(state) >= {"model", "model_config", "tokenizer", "lm_params"} and "optimizer" not in state
+    assert set(state) >= {"model", "model_config", "tokenizer", "tuned"} and "optimizer" not in state
     assert export.stat().st_size < best.stat().st_size / 3
-    assert lm.load_lm_params(export).alpha == 0.75
+    assert tuned_record(export) == {"lm": tuned}, "the export carries the record"
     for decoder in ("greedy", "beam"):
         assert transcripts(capsys, export, audio, tmp_path / f"e-{decoder}", decoder) == \
             transcripts(capsys, best, audio, tmp_path / f"b-{decoder}", decoder)
@@ -163,12 +164,3 @@ def test_old_checkpoint_loads_only_after_a_trusted_convert(best, tmp_path, capsy
     set_rng_state(converted["rng"])
     assert np.random.get_state()[1].tolist() == state["rng"]["numpy"][1].tolist()
     load_model(tmp_path / "new.pt")
-
-
-def test_unreadable_lm_params_name_the_file(tmp_path):
-    (tmp_path / "lm_params.json").write_text("{not json")
-    with pytest.raises(ValueError, match="lm_params.json is not valid JSON"):
-        lm.load_lm_params(tmp_path / "best.pt")
-    (tmp_path / "lm_params.json").write_text('{"alpha": 1}')
-    with pytest.raises(ValueError, match="holds no valid tuned LM weights"):
-        lm.load_lm_params(tmp_path / "best.pt")

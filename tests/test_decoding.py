@@ -19,7 +19,8 @@ from asr_helpers.decoding.ctc import (
     prefix_beam_search,
 )
 from asr_helpers.tools.bench_decode import bench_decode, peaky_log_probs
-from asr_helpers.decoding.ctc import CTC_DECODERS, available_decoders, build_decoder
+from asr_helpers.decoding.ctc import available_decoders, build_decoder
+from asr_helpers.decoding.decoders import DECODERS, TABLE, decoders_for, file_safe, spec
 from asr_helpers.data.text import CharTokenizer
 
 TOK = CharTokenizer()
@@ -258,7 +259,7 @@ def test_registry_resolves_every_decoder_name_in_one_place():
     lm = FakeLM()
     assert build_decoder("lm", TOK, lm_decoder=lm, pool_size=3).decode(matrices) == [f"lm{len(m)}" for m in matrices]
     assert lm.pool_sizes == [3]
-    assert available_decoders() == ["greedy", "beam"] and available_decoders(lm) == list(CTC_DECODERS)
+    assert available_decoders() == ["greedy", "beam"] and available_decoders(lm) == ["greedy", "beam", "lm"]
     with pytest.raises(ValueError, match="language model"):
         build_decoder("lm", TOK)
     with pytest.raises(ValueError, match="greedy"):
@@ -275,3 +276,16 @@ def test_registry_beam_decoder_is_the_prefix_beam_search():
     best = prefix_beam_search(lp, 8, tok.blank_id)[0][0]
     assert build_decoder("beam", tok, beam_width=8).decode([lp]) == [tok.decode(list(best))]
     assert build_decoder("greedy", tok).decode([lp]) == greedy_decode(lp[None], np.array([2]), tok)
+
+
+def test_the_decoder_table_holds_every_decoder_fact():
+    assert DECODERS == ("greedy", "beam", "lm", "attention", "attention_beam", "joint", "joint+lm")
+    assert [d for d in DECODERS if TABLE[d].needs_lm] == ["lm", "joint+lm"]
+    assert decoders_for({"ctc"}) == ["greedy", "beam", "lm"] and decoders_for({"ctc"}, with_lm=False) == ["greedy", "beam"]
+    assert decoders_for({"ctc", "attention"}, with_lm=False)[-1] == "joint"
+    assert {d: (spec(d).tuned, spec(d).metric) for d in DECODERS if spec(d).tuned} == {
+        "lm": (("alpha", "beta"), "wer"), "joint": (("ctc_weight",), "cer"),
+        "joint+lm": (("ctc_weight", "alpha", "beta"), "cer")}
+    assert [file_safe(d) for d in ("joint+lm", "attention_beam")] == ["joint_lm", "attention_beam"]
+    with pytest.raises(ValueError, match="unknown decoder 'beam\\+lm'; choose from greedy, beam"):
+        spec("beam+lm")

@@ -46,7 +46,8 @@ def test_quick_check_runs_without_the_modules_a_bare_gpu_machine_lacks(tmp_path)
     assert bench["tiny_fp32"]["audio_sec_per_sec"] > 0 and bench["tiny_fp32"]["baseline_audio_sec_per_sec"] > 0
     assert bench["tiny_fp32"]["time_stride"] == 2 and bench["tiny_fp32_stride3"]["time_stride"] == 3
     assert bench["tiny_fp32"]["mfu"] is None  # no data-sheet peak for a CPU
-    assert result["ctc"]["steps"] == 3 and result["ctc"]["nonfinite_losses"] == 0
+    assert bench["tiny_fp32_las"]["arch"] == "las" and bench["tiny_fp32_las"]["audio_sec_per_sec"] > 0
+    assert result["ctc"]["steps"] == 3 and result["ctc"]["nonfinite_losses"] == 0 and not result["ctc"]["skips"]
     trainer = result["trainer"]
     assert trainer["stop_reason"] == "max_steps" and trainer["steps"] == 2 and trainer["loss_finite"]
     assert result["loader"]["audio_sec_per_sec"] > 0

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from asr_helpers import paths
-from asr_helpers.decoding.attention_decoding import AttentionSearch
+from asr_helpers.decoding.attention_decoding import DEFAULT_WEIGHTS, AttentionSearch, search_settings
 from asr_helpers.training.checkpoint import load_checkpoint, load_model, load_recognizer
 from asr_helpers.training.config import TrainConfig
 from asr_helpers.data.dataset import Batch
-from asr_helpers.decoding.ctc import ATTENTION_DECODERS, DECODERS, Encoding, available_decoders, build_decoder
-from asr_helpers.models.recognizer import CTCRecognizer, JointRecognizer, build_model
+from asr_helpers.decoding.ctc import Encoding, available_decoders, build_decoder
+from asr_helpers.decoding.decoders import DECODERS, TABLE
+from asr_helpers.decoding.tuned import Tuned, save_tuned
+from asr_helpers.models.registry import build_model, model_name_of
 from asr_helpers.training.rundir import RunDir
 from asr_helpers.training.sanity import overfit_one_batch
 from asr_helpers.data.text import CharTokenizer
@@ -60,9 +62,9 @@ def test_settings_name_the_model_and_refuse_bad_values():
 def test_build_model_gives_the_joint_recognizer_whose_loss_reports_both_parts(attention):
     torch.manual_seed(0)
     tokenizer = CharTokenizer()
-    model = build_model("tiny", tokenizer, model="las", ctc_weight=0.3, attention=attention)
+    model = build_model("las", "tiny", tokenizer, {"ctc_weight": 0.3, "attention": attention})
     assert model.joint.config.decoder.attention == attention
-    assert isinstance(model, JointRecognizer) and isinstance(build_model("tiny", tokenizer), CTCRecognizer)
+    assert model_name_of(model) == "las" and model_name_of(build_model("deepspeech2", "tiny", tokenizer)) == "deepspeech2"
     waves, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000])
     targets = torch.tensor(tokenizer.encode("the cat") + tokenizer.encode("a mat"))
     batch = Batch(waves, lengths, targets, torch.tensor([7, 5]), ["the cat", "a mat"], ["a", "b"])
@@ -78,6 +80,8 @@ def test_build_model_gives_the_joint_recognizer_whose_loss_reports_both_parts(at
     weights, symbols, row = model.attention_map(batch)
     assert row == 1 and symbols == list("a mat") + ["<eos>"] and weights.shape[0] == len(symbols)
     assert torch.allclose(weights.sum(-1), torch.ones(len(symbols)), atol=1e-5)
+    figure = model.media(batch, step=7)["attention"]
+    assert figure.axes[0].get_title().startswith("step 7, lock-on") and figure.axes[0].get_title().endswith("a mat")
 
 
 def test_joint_run_logs_both_losses_lock_on_and_attention_maps(las_run):
@@ -105,7 +109,7 @@ def test_joint_checkpoint_loads_as_its_ctc_encoder_and_as_the_whole_model(las_ru
     best = las_run / "runs" / "las" / "best.pt"
     encoder, tokenizer, config = load_model(best)
     recognizer, _, _ = load_recognizer(best)
-    assert isinstance(recognizer, JointRecognizer) and config["model"] == "las"
+    assert model_name_of(recognizer) == "las" and config["model"] == "las"
     assert recognizer.joint.decoder is not None and recognizer.spec_augment is None and not recognizer.training
     mine, theirs = encoder.state_dict(), recognizer.joint.encoder.state_dict()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
@@ -113,7 +117,7 @@ def test_joint_checkpoint_loads_as_its_ctc_encoder_and_as_the_whole_model(las_ru
 
 def test_the_registry_resolves_every_name_and_says_what_a_decoder_needs():
     tokenizer = CharTokenizer()
-    assert set(DECODERS) == {"greedy", "beam", "lm", *ATTENTION_DECODERS}
+    assert set(DECODERS) == {"greedy", "beam", "lm", "attention", "attention_beam", "joint", "joint+lm"}
     log_probs = np.log(np.full((6, tokenizer.vocab_size), 1.0 / tokenizer.vocab_size, dtype=np.float32))
     log_probs[1:3, tokenizer.encode("a")[0]] = 0.0
     greedy = build_decoder("greedy", tokenizer)
@@ -125,7 +129,7 @@ def test_the_registry_resolves_every_name_and_says_what_a_decoder_needs():
 
 def test_joint_searches_once_per_utterance_and_joint_lm_waits_for_a_word_lm(las_run, monkeypatch):
     recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
-    search = AttentionSearch(recognizer.joint, tokenizer, beam=3)
+    search = AttentionSearch(recognizer.joint, tokenizer, search_settings(beam=3))
     assert available_decoders(attention=search)[-1] == "joint", "joint+lm waits for a word LM"
     with pytest.raises(ValueError, match="needs a language model"):
         build_decoder("joint+lm", tokenizer, attention=search)
@@ -138,49 +142,60 @@ def test_joint_searches_once_per_utterance_and_joint_lm_waits_for_a_word_lm(las_
     assert build_decoder("joint", tokenizer, attention=search).decode(items) == first and len(calls) == 2
     build_decoder("attention_beam", tokenizer, attention=search).decode(items)
     assert len(calls) == 4
+    search.with_weights("joint", {"ctc_weight": 0.5}).decode("joint", items)
+    assert len(calls) == 6, "other weights: another search"
+    assert search.settings["joint"].weights == DEFAULT_WEIGHTS["joint"], "a new search, the old one as it was"
 
 
 def test_joint_lm_keeps_the_fusion_weights_with_the_lowest_dev_cer(las_run, tmp_path):
     from asr_helpers.decoding.metrics import cer
-    from asr_helpers.decoding.lm_fusion import FusionLM
     recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
     torch.manual_seed(4)
     items = recognizer.encodings(torch.randn(2, recognizer.joint.config.encoder.n_mels, 60), torch.tensor([60, 50]))
     references = ["the cat", "a mat"]
     arpa = small_arpa(tmp_path / "words.arpa")
+    search = AttentionSearch(recognizer.joint, tokenizer, search_settings(beam=3, lm_beam=3))
 
     def fresh(weight, alpha, beta):
-        lm = FusionLM.for_tokenizer(arpa, tokenizer, alpha=alpha, beta=beta)
-        search = AttentionSearch(recognizer.joint, tokenizer, beam=3, lm=lm, lm_ctc_weight=weight, lm_beam=3)
-        return search.decode("joint+lm", items)
+        tuned = Tuned("joint+lm", {"ctc_weight": weight, "alpha": alpha, "beta": beta}, "cer", 0.0)
+        settings = search_settings(beam=3, tuned={"joint+lm": tuned}, lm_beam=3)
+        return AttentionSearch(recognizer.joint, tokenizer, settings).with_lm(arpa).decode("joint+lm", items)
 
-    search = AttentionSearch(recognizer.joint, tokenizer, beam=3, lm_beam=3)
-    result = search.tune_fusion(items, references, arpa, ctc_weights=(0.5, 0.9), alphas=(0.0, 2.0), betas=(1.0,))
+    with pytest.raises(ValueError, match="needs a language model"):
+        search.tune_fusion(items, references)
+    search = search.with_lm(arpa)
+    result = search.tune_fusion(items, references, ctc_weights=(0.5, 0.9), alphas=(0.0, 2.0), betas=(1.0,))
     grid = [(0.5, 0.0), (0.5, 2.0), (0.9, 0.0), (0.9, 2.0)]
-    assert [(p["ctc_weight"], p["alpha"], p["beta"]) for p in result.points] == [(w, a, 1.0) for w, a in grid]
-    assert [p["cer"] for p in result.points] == pytest.approx([cer(references, fresh(w, a, 1.0)) for w, a in grid])
-    best = min(result.points, key=lambda p: p["cer"])
-    assert (result.ctc_weight, result.alpha, result.beta) == (best["ctc_weight"], best["alpha"], best["beta"])
-    assert (search.lm_ctc_weight, search.lm.alpha, search.lm.beta) == (result.ctc_weight, result.alpha, result.beta)
-    assert available_decoders(attention=search)[-1] == "joint+lm"
-    assert build_decoder("joint+lm", tokenizer, attention=search).decode(items) == fresh(
-        result.ctc_weight, result.alpha, result.beta)
+    assert [tuple(p["weights"].values()) for p in result.grid] == [(w, a, 1.0) for w, a in grid]
+    assert [p["score"] for p in result.grid] == pytest.approx([cer(references, fresh(w, a, 1.0)) for w, a in grid])
+    best = min(result.grid, key=lambda p: p["score"])
+    assert (result.decoder, result.metric, result.weights, result.score) == ("joint+lm", "cer", best["weights"],
+                                                                             best["score"])
+    assert search.settings["joint+lm"].weights == DEFAULT_WEIGHTS["joint+lm"], "tuning leaves the search as it was"
+    tuned = search.with_tuned(result)
+    assert tuned.settings["joint+lm"].beam == 3
+    assert build_decoder("joint+lm", tokenizer, attention=tuned).decode(items) == fresh(*result.weights.values())
     with pytest.raises(ValueError, match="CTC weights"):
-        search.tune_fusion(items, references, arpa, ctc_weights=(0.0,))
+        search.tune_fusion(items, references, ctc_weights=(0.0,))
 
 
-def test_the_joint_search_keeps_the_ctc_weight_with_the_lowest_dev_cer(las_run):
+def test_the_joint_search_keeps_the_ctc_weight_with_the_lowest_dev_cer(las_run, tmp_path):
     from asr_helpers.decoding.metrics import cer
     recognizer, tokenizer, _ = load_recognizer(las_run / "runs" / "las" / "best.pt")
     torch.manual_seed(2)
     items = recognizer.encodings(torch.randn(3, recognizer.joint.config.encoder.n_mels, 80), torch.tensor([80, 70, 60]))
     references = ["the cat", "a mat", "the mat"]
-    fresh = lambda weight: AttentionSearch(recognizer.joint, tokenizer, beam=3, ctc_weight=weight).decode("joint", items)  # noqa: E731
-    search = AttentionSearch(recognizer.joint, tokenizer, beam=3)
+    fresh = lambda weight: AttentionSearch(recognizer.joint, tokenizer, search_settings(3, ctc_weight=weight)).decode(  # noqa: E731
+        "joint", items)
+    search = AttentionSearch(recognizer.joint, tokenizer, search_settings(beam=3))
     result = search.tune_ctc_weight(items, references, (0.2, 0.5, 1.0))
-    assert result.cers == pytest.approx([cer(references, fresh(w)) for w in (0.2, 0.5, 1.0)])
-    assert result.ctc_weight == (0.2, 0.5, 1.0)[int(np.argmin(result.cers))] == search.ctc_weight
-    assert search.decode("joint", items) == fresh(result.ctc_weight), "the search's memo answers for the kept weight"
+    scores = [p["score"] for p in result.grid]
+    assert scores == pytest.approx([cer(references, fresh(w)) for w in (0.2, 0.5, 1.0)])
+    assert result.weights == {"ctc_weight": (0.2, 0.5, 1.0)[int(np.argmin(scores))]} and result.metric == "cer"
+    assert search.with_tuned(result).decode("joint", items) == fresh(result.weights["ctc_weight"])
+    save_tuned(tmp_path, result)
+    from asr_helpers.decoding.tuned import read_record
+    assert read_record(tmp_path)["joint"] == result, "the record 04 writes reads back"
     with pytest.raises(ValueError, match="CTC weights"):
         search.tune_ctc_weight(items, references, (0.0, 0.5))
 
@@ -191,23 +206,23 @@ def test_transcribe_decodes_with_the_tuned_weights_unless_told_another(las_run, 
     shutil.copytree(las_run / "runs" / "las", run)
     recognizer = load_recognizer(run / "best.pt")[0]
     arpa = small_arpa(tmp_path / "words.arpa")
-    weight = lambda checkpoint, given=None: _attention_search(checkpoint, recognizer, 3, given, None).ctc_weight  # noqa: E731
 
-    def fusion(checkpoint, given=None):
-        search = _attention_search(checkpoint, recognizer, 3, given, arpa)
-        return search.lm_ctc_weight, search.lm.alpha, search.lm.beta
+    def weights(checkpoint, decoder="joint", given=None):
+        search = _attention_search(checkpoint, recognizer, 3, given, arpa if decoder == "joint+lm" else None)
+        return tuple(search.settings[decoder].weights.values())
 
-    assert weight(run / "best.pt") == 0.3 and "no tuned joint_params.json" in capsys.readouterr().out
-    assert fusion(run / "best.pt") == (0.8, 0.7, 0.0) and "no tuned fusion_params.json" in capsys.readouterr().out
-    RunDir(run).joint_params.write_text('{"ctc_weight": 0.9, "cer": 0.5, "weights": [0.9], "cers": [0.5]}')
-    RunDir(run).fusion_params.write_text('{"ctc_weight": 0.8, "alpha": 0.7, "beta": 0.5, "cer": 0.4, "points": []}')
-    assert weight(run / "best.pt") == 0.9 and weight(run / "best.pt", 0.4) == 0.4
-    assert fusion(run / "best.pt") == (0.8, 0.7, 0.5) and fusion(run / "best.pt", 0.4) == (0.4, 0.7, 0.5)
+    assert weights(run / "best.pt") == (0.3,) and "no tuned weights of the joint decoder" in capsys.readouterr().out
+    assert weights(run / "best.pt", "joint+lm") == (0.8, 0.7, 0.0)
+    assert "no tuned weights of the joint+lm decoder" in capsys.readouterr().out
+    save_tuned(run, Tuned("joint", {"ctc_weight": 0.9}, "cer", 0.5))
+    (run / "fusion_params.json").write_text('{"ctc_weight": 0.8, "alpha": 0.7, "beta": 0.5, "cer": 0.4, "points": []}')
+    assert weights(run / "best.pt") == (0.9,) and weights(run / "best.pt", given=0.4) == (0.4,)
+    assert weights(run / "best.pt", "joint+lm") == (0.8, 0.7, 0.5), "a run tuned before tuned.json still reads"
+    assert weights(run / "best.pt", "joint+lm", 0.4) == (0.4, 0.7, 0.5)
     code, out, err = run_cli(capsys, "checkpoint", "export", str(run / "best.pt"), "--out", str(tmp_path / "small.pt"))
     assert code == 0, err
-    assert "joint ctc_weight=0.9, joint+lm ctc_weight=0.8 alpha=0.7 beta=0.5" in out, "its summary names them"
-    assert weight(tmp_path / "small.pt") == 0.9, "an export carries the tuned weight"
-    assert fusion(tmp_path / "small.pt") == (0.8, 0.7, 0.5), "and the LM fusion's"
+    assert weights(tmp_path / "small.pt") == (0.9,), "an export carries the tuned weight"
+    assert weights(tmp_path / "small.pt", "joint+lm") == (0.8, 0.7, 0.5), "and the LM fusion's"
     code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(run / "best.pt"), "--input", str(las_run / "LibriSpeech"),
                            "--output", str(tmp_path / "out"), "--decoder", "joint", "--ctc-weight", "1.5")
     assert code == 2 and "--ctc-weight must lie in [0, 1]" in err and "Traceback" not in err
@@ -220,7 +235,7 @@ def test_transcribe_with_every_decoder_from_a_joint_checkpoint_and_its_export(la
     arpa = small_arpa(tmp_path / "words.arpa")
     files = sorted(audio.rglob("*.flac"))
     for decoder in DECODERS:
-        lm = ["--lm", str(arpa)] if decoder in ("lm", "joint+lm") else []
+        lm = ["--lm", str(arpa)] if TABLE[decoder].needs_lm else []
         code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(run / "best.pt"), "--input", str(audio),
                                "--output", str(tmp_path / decoder), "--decoder", decoder, "--attention-beam", "3", *lm)
         assert code == 0, err
@@ -261,7 +276,7 @@ def test_a_dot_attention_run_trains_saves_and_transcribes(las_run, tmp_path, cap
 
 def test_one_batch_test_memorises_with_both_heads(tiny_corpus):
     result = overfit_one_batch(tiny_corpus, "train-clean-100", model_size="tiny", batch_size=2, max_steps=400,
-                               lr=3e-3, model="las")
+                               lr=3e-3, model="las", settings={"ctc_weight": 0.3})
     assert result.losses[-1] < 0.1 and result.predictions == result.targets
     assert result.other_predictions == {"attention": result.targets}
 
@@ -290,7 +305,7 @@ def test_guided_attention_adds_to_the_joint_loss_only_when_asked():
     losses = []
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
-        model = build_model("tiny", tokenizer, model="las", guided_attention=weight).eval()
+        model = build_model("las", "tiny", tokenizer, {"guided_attention": weight}).eval()
         with torch.no_grad():
             losses.append(float(model(batch).loss))
     assert losses[1] > losses[0] + 0.1

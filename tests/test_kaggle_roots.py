@@ -71,11 +71,12 @@ def test_kaggle_profile_trains_decodes_and_reports_from_two_mounts(two_mounts, t
                "alphas": [0.0, 0.5], "betas": [0.0], "beam_width": 4, "pool_size": 1, "examples": 1}
     _run("03_train.ipynb", profile, tmp_path)
     run = paths.runs_dir() / profile["run_name"]
-    summary = json.loads((run / "train_summary.json").read_text())
-    assert summary["steps"] == 2 and set(summary["final"]) == {"dev-clean", "dev-other"}
+    trained = json.loads((run / "train_summary.json").read_text())
+    assert trained["steps"] == 2 and set(trained["final"]) == {"dev-clean", "dev-other"}
     _run("04_lm_decoding.ipynb", profile, tmp_path)
     decoding = json.loads((run / "decoding.json").read_text())
     assert {row["split"] for row in decoding} == {"dev-clean", "test-clean", "test-other"}
+    assert json.loads((run / "tuned.json").read_text())["lm"]["weights"]["alpha"] in (0.0, 0.5)  # tuned on dev
     executed = _run("05_report.ipynb", {**profile, "profile": "kaggle"}, tmp_path)
     assert any(o.get("data", {}).get("text/html", "").count("<audio") for c in executed.cells
                for o in c.get("outputs", []))

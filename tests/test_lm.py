@@ -6,7 +6,6 @@ Tests marked ``slow`` need KenLM's lmplz/build_binary: the first run compiles th
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import time
 
@@ -16,6 +15,7 @@ import pytest
 from asr_helpers.decoding import lm
 from asr_helpers.tools.bench_decode import bench_lm_decoding
 from asr_helpers.decoding.ctc import LMDecoder, greedy_decode
+from asr_helpers.decoding.tuned import read_record, save_tuned
 from asr_helpers.data.download import DownloadError
 from asr_helpers.data.text import CharTokenizer
 from fixtures_http import checksums, file_server  # noqa: F401 - file_server is a fixture
@@ -179,18 +179,12 @@ def test_tune_alpha_beta_finds_the_lm_weight_and_round_trips(tiny_lm, tmp_path):
     refs = ["the cat sat on the mat", "a cat and a dog", "the cat sat on the hat"]
     result = lm.tune_alpha_beta(dev, refs, TOK.labels, tiny_lm, alphas=(0.0, 2.0), betas=(0.0, 1.0),
                                 beam_width=16, pool_size=2)
-    assert result.alpha == 2.0 and result.wer == 0.0
-    assert np.array(result.grid).shape == (2, 2)
-    assert min(result.grid[0]) > 0  # without the LM every sentence keeps its near miss
-    checkpoint = tmp_path / "run" / "model.pt"
-    checkpoint.parent.mkdir()
-    checkpoint.write_bytes(b"weights")
-    saved = result.save(checkpoint, lm_path=tiny_lm)
-    assert saved == checkpoint.parent / "lm_params.json"
-    assert json.loads(saved.read_text())["lm"] == str(tiny_lm)
-    assert lm.load_lm_params(checkpoint) == result
-    with pytest.raises(FileNotFoundError, match="tune_alpha_beta"):
-        lm.load_lm_params(tmp_path / "other" / "model.pt")
+    assert result.decoder == "lm" and result.metric == "wer"
+    assert result.weights["alpha"] == 2.0 and result.score == 0.0
+    assert [p["weights"] for p in result.grid] == [{"alpha": a, "beta": b} for a in (0.0, 2.0) for b in (0.0, 1.0)]
+    assert min(p["score"] for p in result.grid[:2]) > 0  # without the LM every sentence keeps its near miss
+    saved = save_tuned(tmp_path, result)
+    assert saved == tmp_path / "tuned.json" and read_record(tmp_path) == {"lm": result}
 
 
 # ----------------------------------------------------------------------------- OpenSLR download

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from asr_helpers.decoding.lm_fusion import FusionLM, PrefixLookahead
 from asr_helpers.data.text import CharTokenizer
@@ -38,7 +39,7 @@ def arpa(tmp_path) -> Path:
 
 
 def gains_over(lm: FusionLM, tokens: list[int]) -> float:
-    state, total = lm.initial_state(), 0.0
+    state, total = lm.init_state()[0], 0.0
     for token in tokens:
         after = lm.advance(state, token)
         total, state = total + lm.gain(state, after), after
@@ -57,15 +58,33 @@ def test_pieces_that_start_words_score_like_characters(arpa):
     pieces = ["", " the", " c", "at", " sat"]  # a BPE-like tokenizer: the word-start mark is a space
     lm = FusionLM(arpa, pieces, alpha=1.0, beta=0.0)
     assert gains_over(lm, [1, 2, 3, 4]) == pytest.approx(lm.sentence_score("the cat sat"), abs=1e-4)
-    assert lm.advance(lm.advance(lm.initial_state(), 1), 2).partial == "c"
+    assert lm.advance(lm.advance(lm.init_state()[0], 1), 2).partial == "c"
 
 
 def test_a_word_in_progress_is_charged_what_it_can_still_become(arpa):
     tokenizer = CharTokenizer()
     lm = FusionLM.for_tokenizer(arpa, tokenizer, alpha=1.0, beta=0.0)
-    state = lm.initial_state()
+    state = lm.init_state()[0]
     for token in tokenizer.encode("the ca"):
         state = lm.advance(state, token)
     assert state.partial == "ca" and state.words == 1
     assert state.score == pytest.approx(state.completed + math.log(10 ** -1.0 + 10 ** -1.5), abs=1e-6)
     assert lm.advance(state, tokenizer.encode("x")[0]).score < state.score - 5, "a prefix no word has"
+
+
+def test_as_a_scorer_it_gives_the_gains_of_a_batch_of_candidates_and_finishes_on_the_end_symbol(arpa):
+    tokenizer = CharTokenizer()
+    lm = FusionLM.for_tokenizer(arpa, tokenizer, alpha=0.7, beta=0.5)
+    assert lm.eos == tokenizer.vocab_size and not lm.full
+    start = lm.init_state()[0]
+    the = start
+    for token in tokenizer.encode("the"):
+        the = lm.advance(the, token)
+    c, space = tokenizer.encode("c")[0], tokenizer.encode(" ")[0]
+    gains, states = lm.score([[], tokenizer.encode("the")], [start, the], torch.tensor([[c, lm.eos], [space, lm.eos]]))
+    assert gains.shape == (2, 2)
+    assert gains[1, 1].item() == pytest.approx(lm.gain(the, lm.finish(the)))
+    assert gains[1, 0].item() == pytest.approx(lm.gain(the, lm.advance(the, space)))
+    assert gains[0, 0].item() == pytest.approx(lm.gain(start, lm.advance(start, c)))
+    assert lm.select(states, [1], [0])[0] == lm.advance(the, space)
+    assert lm.with_weights(1.0, 0.0).alpha == 1.0 and lm.alpha == 0.7, "a reweighted copy leaves the original be"

@@ -38,7 +38,7 @@ def test_all_notebooks_run_with_the_smoke_profile():
     assert summary["stop_reason"] == "epochs done" and summary["final"]["dev-clean"]["cer"] <= 1.5
     decoding = json.loads((paths.runs_dir() / "smoke" / "decoding.json").read_text())
     assert {row["decoder"] for row in decoding} == {"greedy", "beam", "lm"}
-    assert (paths.runs_dir() / "smoke" / "lm_params.json").exists()
+    assert set(json.loads((paths.runs_dir() / "smoke" / "tuned.json").read_text())) == {"lm"}
     html = (paths.artifacts_dir() / "report-no-code.html").read_text()
     assert "Training curves" in html and "Decoders per split" in html
     assert html.count("data:image/png") >= 6 and "Course checklist" in html and "<b>ref</b>" in html  # issue 17

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from asr_helpers.data.dataset import collate
-from asr_helpers.models.recognizer import ModelOutput, build_model, pipeline_shapes
+from asr_helpers.models.recognizer import ModelOutput, pipeline_shapes
+from asr_helpers.models.registry import build_model
 from asr_helpers.data.text import CharTokenizer
 
 TOK = CharTokenizer()
@@ -17,7 +18,7 @@ def batch_of(seconds: list[float], texts: list[str]):
 
 
 def test_forward_returns_loss_log_probs_and_the_conv_output_lengths():
-    model = build_model("tiny", TOK).eval()
+    model = build_model("deepspeech2", "tiny", TOK).eval()
     batch = batch_of([1.0, 0.6], ["hello there", "hi"])
     output = model(batch)
     assert isinstance(output, ModelOutput) and output.loss.ndim == 0 and torch.isfinite(output.loss)
@@ -29,7 +30,7 @@ def test_forward_returns_loss_log_probs_and_the_conv_output_lengths():
 
 
 def test_learnable_follows_the_output_length_rule():
-    model = build_model("tiny", TOK)
+    model = build_model("deepspeech2", "tiny", TOK)
     samples = torch.tensor([16000])
     frames = int(model.net.output_lengths(model.features.frame_lengths(samples)))
     too_long = [[1, 2] * frames]
@@ -39,7 +40,7 @@ def test_learnable_follows_the_output_length_rule():
 
 
 def test_pipeline_shapes_follow_one_batch_through_every_stage():
-    model = build_model("tiny", TOK, augment="full")
+    model = build_model("deepspeech2", "tiny", TOK, augment="full")
     batch = batch_of([1.0, 0.5], ["a cat", "sat"])
     stages = dict(pipeline_shapes(model, batch))
     assert model.training, "the trace leaves the model's mode as it was"

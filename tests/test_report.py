@@ -10,6 +10,8 @@ import pytest
 import soundfile
 
 from asr_helpers import paths
+from asr_helpers.decoding.decoders import TABLE
+from asr_helpers.decoding.tuned import Tuned, save_tuned
 from asr_helpers.report import checklist
 from asr_helpers.report import summary
 from asr_helpers.tools.notebooks import NOTEBOOKS_DIR, export_html
@@ -53,7 +55,10 @@ def test_reads_runs_ablations_and_examples():
     assert summary.analysed_decoder(summary.decoder_results(paths.runs_dir() / "a")) == ("test-clean", "lm")
     table = summary.decoder_table(summary.decoder_results(paths.runs_dir() / "a"))
     assert list(table.index) == ["greedy", "beam", "lm"] and table.loc["lm", "WER test-clean"] == 0.4
-    assert list(table.columns[:1]) == ["WER test-clean"]
+    assert list(table.columns[:1]) == ["WER test-clean"] and table.loc["lm", "label"] == TABLE["lm"].label
+    decoding = summary.decoder_results(paths.runs_dir() / "a")
+    assert summary.missing_decoders(paths.runs_dir() / "a", decoding) == []
+    assert summary.missing_decoders(paths.runs_dir() / "a", decoding[decoding.decoder != "lm"]) == ["lm"]
 
 
 def test_latest_attempt_drops_a_restarted_run_and_replaces_resumed_steps():
@@ -135,18 +140,17 @@ def test_reads_media_lm_grid_and_ablation_histories():
                                                     "dev utterance (dev-clean)"]
     assert summary.augmented_audio(run).name == "train_augmented_audio-0000030.wav"
     assert summary.attention_images(run) == {}
-    assert summary.lm_grid(run).alpha == 0.5 and summary.lm_grid(paths.runs_dir()) is None
-    assert summary.joint_weight_line(run) == "", "a CTC-only run has no joint decoding"
-    RunDir(run).joint_params.write_text(json.dumps({"ctc_weight": 0.5, "cer": 0.174, "weights": [0.3, 0.5],
-                                                    "cers": [0.192, 0.174]}))
-    assert summary.joint_weight_line(run) == ("Joint decoding used CTC weight **0.5**, the lowest dev CER "
-                                             "(0.3: 19.2 %, 0.5: 17.4 %).")
-    RunDir(run).fusion_params.write_text(json.dumps({"ctc_weight": 0.9, "alpha": 0.8, "beta": 0.0, "cer": 0.126,
-                                                     "points": [{}, {}]}))
-    assert summary.joint_weight_line(run).endswith("With the LM inside the search (joint+lm): CTC weight **0.9**, alpha "
-                                                  "**0.8**, beta **0**, the lowest dev CER (12.6 %) of 2 tried.")
-    RunDir(run).fusion_params.write_text("{not json")
-    assert summary.joint_weight_line(run).endswith("(0.3: 19.2 %, 0.5: 17.4 %)."), "a broken file is skipped"
+    assert summary.lm_grid(run).weights == {"alpha": 0.5, "beta": 1.0}, "an old run's lm_params.json still reads"
+    assert summary.lm_grid(paths.runs_dir()) is None
+    lm_line = "**lm** used alpha **0.5**, beta **1**, the lowest dev WER (40.0 %) of 4 tried."
+    assert summary.tuned_weights_line(run) == lm_line, "a CTC-only run has no joint decoding"
+    save_tuned(run, Tuned("joint", {"ctc_weight": 0.5}, "cer", 0.174, [{"weights": {"ctc_weight": w}, "score": c}
+                                                                       for w, c in ((0.3, 0.192), (0.5, 0.174))]))
+    assert summary.tuned_weights_line(run) == lm_line + (" **joint** used ctc_weight **0.5**, the lowest dev CER "
+                                                         "(0.3: 19.2 %, 0.5: 17.4 %).")
+    save_tuned(run, Tuned("joint+lm", {"ctc_weight": 0.9, "alpha": 0.8, "beta": 0.0}, "cer", 0.126, [{}, {}]))
+    assert summary.tuned_weights_line(run).endswith("**joint+lm** used ctc_weight **0.9**, alpha **0.8**, beta **0**, "
+                                                    "the lowest dev CER (12.6 %) of 2 tried.")
     samples = summary.latest_samples(run)
     assert samples[["split", "prediction", "wer"]].values.tolist() == [["dev-clean", "the hat", 0.5]]
     histories, labels, missing = summary.ablation_histories(["a", "nope", "a"])
@@ -228,7 +232,7 @@ def test_report_renders_a_run_without_records_with_a_note_per_section(tmp_path):
     outputs, html = _render_report(tmp_path, "bare")
     assert not [o for o in outputs if o.output_type == "error"]
     for missing in ("the run logged no scalars", "sample tables are written", "no spectrograms in", "no decoding results",
-                    "notebook 04 writes it", "ablation-aug-none", "no per-utterance results", "No attention decoder"):
+                    "notebook 04 writes them", "ablation-aug-none", "no per-utterance results", "No attention decoder"):
         assert missing in html, missing
     assert "Course checklist" in html and html.count(">missing<") == 11
 
@@ -241,14 +245,13 @@ def test_unreadable_records_are_skipped_with_a_warning_naming_the_file(caplog):
         handle.write("no tabs on this line\n")
     (run / "decoding.json").write_text("[{\"split\": ")
     (run / "lm_params.json").write_text(json.dumps({"alpha": 0.5}))
-    (run / "joint_params.json").write_text(json.dumps({"ctc_weight": 0.5}))
     assert len(summary.history(run)) == 9
     assert summary.recogs(run, "test-clean", "lm").id.tolist() == ["1-2-0000", "1-2-0001", "7-8-0000"]
-    assert summary.decoder_results(run).empty and summary.lm_grid(run) is None and summary.joint_weight_line(run) == ""
+    assert summary.decoder_results(run).empty and summary.lm_grid(run) is None and summary.tuned_weights_line(run) == ""
     assert {c.item: c.present for c in checklist.course_checklist(run)}["gradient norm"]
     warnings = caplog.text
-    for name in ("history.jsonl line 19", "recogs-test-clean-lm.txt line 4", "decoding.json skipped", "lm_params.json skipped",
-                 "joint_params.json skipped"):
+    for name in ("history.jsonl line 19", "recogs-test-clean-lm.txt line 4", "decoding.json skipped",
+                 "tuned weights skipped: ", "lm_params.json: the tuned weights of 'lm' are malformed"):
         assert name in warnings, name
     (run / "decoding.json").write_text(json.dumps([{"split": "dev-clean"}]))
     assert summary.decoder_results(run).empty and "expected the fields split, decoder" in caplog.text

@@ -5,7 +5,7 @@ from matplotlib.patches import Rectangle
 from asr_helpers import plots
 from asr_helpers.report import error_analysis
 from asr_helpers.report import figures
-from asr_helpers.decoding.lm import TuneResult
+from asr_helpers.decoding.tuned import Tuned
 
 
 def _history():
@@ -28,10 +28,14 @@ def test_curves_show_audio_hours_on_a_top_axis_and_fit_error_rates_above_one():
 
 
 def test_lm_grid_frames_the_chosen_cell():
-    result = TuneResult(alpha=0.5, beta=1.0, wer=0.4, alphas=[0.0, 0.5], betas=[0.0, 1.0], grid=[[0.6, 0.55], [0.45, 0.4]])
-    ax = plots.alpha_beta_figure(result).axes[0]
+    scores = {(0.0, 0.0): 0.6, (0.0, 1.0): 0.55, (0.5, 0.0): 0.45, (0.5, 1.0): 0.4}
+    tuned = Tuned("lm", {"alpha": 0.5, "beta": 1.0}, "wer", 0.4,
+                  [{"weights": {"alpha": a, "beta": b}, "score": s} for (a, b), s in scores.items()])
+    ax = figures.alpha_beta_figure(tuned).axes[0]
     frames = [p for p in ax.patches if isinstance(p, Rectangle)]
     assert len(frames) == 1 and frames[0].get_xy() == (0.5, 0.5)  # column 1 (beta 1.0), row 1 (alpha 0.5)
+    assert [t.get_text() for t in ax.texts] == ["0.600", "0.550", "0.450", "0.400"]
+    assert ax.get_title() == "dev WER; chosen alpha=0.5, beta=1 (WER 0.400)"
 
 
 def test_decoder_bars_label_every_split_and_decoder():

@@ -12,6 +12,7 @@ from asr_helpers.training.loaders import TrainData
 from asr_helpers.data.dataset import LengthBucketSampler
 from asr_helpers.models.recognizer import ModelOutput, SpeechModel
 from asr_helpers.data.text import CharTokenizer
+from asr_helpers.training.rundir import RunDir
 from asr_helpers.training.tracking import read_jsonl
 from asr_helpers.training.trainer import Trainer
 from asr_helpers.training.run import train
@@ -122,3 +123,22 @@ def test_a_checkpoint_saved_at_an_epochs_end_by_older_code_still_resumes():
     trainer.resume()
     resumed = trainer.fit()
     assert resumed["stop_reason"] == "epochs done" and resumed["steps"] == 3 and resumed["epochs"] == 3
+
+
+class Plotting(Regression):
+    """The toy model with a figure of its own, as the joint model has its attention map."""
+
+    def media(self, batch, step: int) -> dict:
+        import matplotlib.pyplot as plt
+        figure, ax = plt.subplots()
+        ax.set_title(f"step {step}: {len(batch.ids)} points")
+        plt.close(figure)
+        return {"fit": figure}
+
+
+def test_the_loop_logs_whatever_figures_the_model_offers_under_their_names():
+    xs, ys = torch.randn(4, 4), [1, 2, 3, 0]
+    Trainer(toy_config("plots", media_every_epochs=1), toy_data(xs, ys, 2), Plotting()).fit()
+    files = RunDir.named("plots")
+    assert [p.name for p in files.media_files("train/fit", "png")] == ["train_fit-0000002.png"]
+    assert not files.media_files("*attention*", "png"), "the loop adds no figure of its own"

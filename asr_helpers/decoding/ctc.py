@@ -1,9 +1,10 @@
-"""CTC decoding: greedy, a hand-written prefix beam search, LM shallow fusion, and the registry of all decoders.
+"""CTC decoding: greedy, a hand-written prefix beam search, LM shallow fusion, and building any decoder by name.
 
 ``build_decoder(name, ...)`` is the one place decoder names resolve (the decoder comparison,
-the widgets and transcription choose decoders through it): ``greedy | beam | lm`` work on a CTC
-head's log-probs; ``attention | attention_beam | joint | joint+lm`` need a joint CTC/attention
-model's encoder states and are carried out by an ``attention_decoding.AttentionSearch``.
+the widgets and transcription choose decoders through it); the facts about each decoder (label,
+the model output it reads, whether it needs an LM) are the table in ``decoders``. The ``ctc``
+decoders (greedy, beam, lm) work on a CTC head's log-probs; the ``attention`` ones need a joint
+CTC/attention model's encoder states and are carried out by an ``attention_decoding.AttentionSearch``.
 
 All decoders take log-probabilities (``log_softmax`` output) laid out [batch, frames, vocab]
 or, per utterance, [frames, vocab]. The greedy decoder and the beam search work on token ids
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from asr_helpers.decoding.decoders import TABLE, decoders_for, spec
 
 NEG_INF = float("-inf")
 UNIGRAMS_FILE = "unigrams.txt"  # written by ``lm`` next to each language model
@@ -164,11 +167,6 @@ def beam_decode(log_probs, lengths, tokenizer, beam_width: int = 16, token_prune
     return texts
 
 
-CTC_DECODERS = ("greedy", "beam", "lm")
-ATTENTION_DECODERS = ("attention", "attention_beam", "joint", "joint+lm")
-DECODERS = CTC_DECODERS + ATTENTION_DECODERS  # every decoder name the registry resolves
-
-
 @dataclass
 class Encoding:
     """One utterance as a model saw it: the CTC head's log-probs, and the encoder states attention reads."""
@@ -190,7 +188,7 @@ class Decoder:
 
 def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMDecoder | None = None,
                   pool_size: int = 1, attention=None) -> Decoder:
-    """The decoder called ``name`` (one of ``DECODERS``).
+    """The decoder called ``name`` (one of ``decoders.DECODERS``; another name is a one-line error).
 
     ``lm`` needs an ``LMDecoder`` (it holds the loaded LM); the attention decoders need
     ``attention``, an ``attention_decoding.AttentionSearch`` over the joint model (``joint+lm``
@@ -200,6 +198,7 @@ def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMD
         return lambda items: [decode_batch(np.asarray(m)[None], np.array([len(m)]))[0]
                               for m in map(log_prob_matrix, items)]
 
+    head = spec(name).head
     if name == "greedy":
         return Decoder(name, each(lambda lp, n: greedy_decode(lp, n, tokenizer)))
     if name == "beam":
@@ -208,22 +207,22 @@ def build_decoder(name: str, tokenizer, *, beam_width: int = 16, lm_decoder: LMD
         if lm_decoder is None:
             raise ValueError("the lm decoder needs a language model: pass lm_decoder=LMDecoder(...)")
         return Decoder(name, lambda items: lm_decoder.decode_batch([log_prob_matrix(i) for i in items], pool_size))
-    if name in ATTENTION_DECODERS:
+    if head == "attention":
         if attention is None:
             raise ValueError(f"the {name} decoder needs a model with an attention decoder (model: las)")
-        if name == "joint+lm" and attention.lm is None:
-            raise ValueError("the joint+lm decoder needs a language model: set the search's lm (lm_fusion.FusionLM)")
+        attention.check(name)  # joint+lm without a word LM: a one-line error now, not at the first utterance
         return Decoder(name, lambda items: attention.decode(name, items))
-    raise ValueError(f"unknown decoder {name!r}; choose from {DECODERS}")
+    raise ValueError(f"the decoder table lists {name!r}, but build_decoder has no way to build it")
 
 
 def available_decoders(lm_decoder: LMDecoder | None = None, attention=None) -> list[str]:
-    """Decoder names usable now: ``lm`` only with a language model, the attention ones only with an
-    ``AttentionSearch`` (``joint+lm`` when it has a word LM)."""
-    names = [name for name in CTC_DECODERS if name != "lm" or lm_decoder is not None]
-    if attention is not None:
-        names += [name for name in ATTENTION_DECODERS if name != "joint+lm" or attention.lm is not None]
-    return names
+    """Decoder names usable now, in the table's order: the attention ones only with an ``AttentionSearch``, and
+    those needing a word LM only when it is there (``lm_decoder`` for ``lm``, the search's ``lm`` for ``joint+lm``)."""
+    def has_lm(name: str) -> bool:
+        return (lm_decoder if TABLE[name].head == "ctc" else attention.lm) is not None
+
+    heads = {"ctc"} if attention is None else {"ctc", "attention"}
+    return [name for name in decoders_for(heads) if not TABLE[name].needs_lm or has_lm(name)]
 
 
 def read_unigrams(path: Path) -> list[str]:

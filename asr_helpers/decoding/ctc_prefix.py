@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 LOG_ZERO = -1e10  # finite "log 0" (as in ESPnet), so score differences never turn into NaN
 _LOG_FLOOR = -1e4  # log-probs below this are 0 in float32 anyway; keeps the cumulative sums exact
@@ -45,8 +46,11 @@ class CTCPrefixScorer:
 
     ``eos`` is the attention decoder's end symbol (any id, usually one past the CTC vocabulary):
     its score is the probability that the transcript is exactly the prefix. The blank is never a
-    candidate (score ``LOG_ZERO``).
+    candidate (score ``LOG_ZERO``). As a partial scorer of the beam search (``scorers.Scorer``) its
+    state is one ``PrefixState`` per hypothesis, and it scores a step by the change of the prefix score.
     """
+
+    full = False
 
     def __init__(self, log_probs, blank: int, eos: int):
         if hasattr(log_probs, "detach"):
@@ -62,24 +66,26 @@ class CTCPrefixScorer:
     def frames(self) -> int:
         return self.x.shape[0]
 
-    def initial_state(self) -> PrefixState:
+    def init_state(self) -> list[PrefixState]:
         """The empty prefix: every frame so far was blank; it starts every transcript (psi = 0)."""
-        return PrefixState(np.full(self.frames, LOG_ZERO), np.cumsum(self.x[:, self.blank]), 0.0)
+        return [PrefixState(np.full(self.frames, LOG_ZERO), np.cumsum(self.x[:, self.blank]), 0.0)]
 
-    def score(self, prefix: list[int], state: PrefixState, candidates) -> tuple[np.ndarray, list[PrefixState]]:
-        """Prefix scores ``log p(prefix + c ...)`` for each candidate ``c`` and their new states.
+    def score(self, prefixes: list[list[int]], states: list[PrefixState],
+              candidates) -> tuple[torch.Tensor, list[list[PrefixState]]]:
+        """What each candidate adds, ``log p(prefix + c ...) - log p(prefix ...)`` ``[N, C]``, and the new states."""
+        scores, new_states = self.prefix_scores(prefixes, states, candidates)
+        return torch.from_numpy(scores - np.array([s.psi for s in states])[:, None]), new_states
 
-        ``prefix`` holds the token ids of the hypothesis (no start symbol); ``state`` is its own.
-        """
-        scores, states = self.score_beam([prefix], [state], [candidates])
-        return scores[0], states[0]
+    def select(self, states: list[list[PrefixState]], rows, columns) -> list[PrefixState]:
+        return [states[row][column] for row, column in zip(rows, columns)]
 
-    def score_beam(self, prefixes: list[list[int]], states: list[PrefixState],
-                   candidates) -> tuple[np.ndarray, list[list[PrefixState]]]:
-        """``score`` for hypotheses of one length at once: scores ``[H, C]`` for candidates ``[H, C]``."""
+    def prefix_scores(self, prefixes: list[list[int]], states: list[PrefixState],
+                      candidates) -> tuple[np.ndarray, list[list[PrefixState]]]:
+        """Prefix scores ``log p(prefix + c ...)`` ``[N, C]`` for candidates ``[N, C]`` of hypotheses of one
+        length (a beam at one step; token ids, no start symbol), and the ``[N][C]`` states they lead to."""
         candidates = np.asarray(candidates, dtype=np.int64).reshape(len(prefixes), -1)
         if len({len(p) for p in prefixes}) > 1:
-            raise ValueError("score_beam needs prefixes of one length (a beam at one step)")
+            raise ValueError("prefix scores need prefixes of one length (a beam at one step)")
         hyps, count = candidates.shape
         flat, owner = candidates.reshape(-1), np.repeat(np.arange(hyps), count)
         columns = np.flatnonzero((flat != self.eos) & (flat != self.blank))

@@ -9,14 +9,13 @@ files and vocabulary are lower-cased while they are converted. Each LM folder ho
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +24,7 @@ import numpy as np
 from asr_helpers import paths
 from asr_helpers.decoding.ctc import UNIGRAMS_FILE, LMDecoder
 from asr_helpers.decoding.metrics import wer
-from asr_helpers.training.rundir import LM_PARAMS
+from asr_helpers.decoding.tuned import Tuned
 from asr_helpers.data.text import TextError, normalize_transcript
 
 # KenLM's PyPI sdist carries the full C++ source, lmplz and build_binary included.
@@ -239,49 +238,15 @@ def _fetch_openslr(resource: Resource, out_dir: Path, base_url: str | None) -> P
     raise DownloadError(f"could not download {resource.file}:\n" + "\n".join(errors))
 
 
-@dataclass
-class TuneResult:
-    """Best LM weight and word bonus on a dev split, with the whole grid for a heat map."""
-
-    alpha: float
-    beta: float
-    wer: float
-    alphas: list[float]
-    betas: list[float]
-    grid: list[list[float]]  # WER, rows follow alphas, columns follow betas
-
-    def save(self, checkpoint: Path, lm_path: Path | None = None) -> Path:
-        """Write ``lm_params.json`` next to a checkpoint file (or into a checkpoint folder)."""
-        checkpoint = Path(checkpoint)
-        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-        target = folder / LM_PARAMS
-        state = {**asdict(self), "lm": None if lm_path is None else str(lm_path)}
-        target.write_text(json.dumps(state, indent=2) + "\n")
-        return target
-
-
-def load_lm_params(checkpoint: Path) -> TuneResult:
-    """The tuned alpha/beta saved as ``lm_params.json`` next to a checkpoint by ``TuneResult.save``, else
-    those an exported checkpoint carries inside (a re-tune next to the file wins over the export's)."""
-    from asr_helpers.training.checkpoint import tuned_params
-    found = tuned_params(checkpoint, LM_PARAMS)
-    if found is None:
-        raise FileNotFoundError(f"no {LM_PARAMS} next to {checkpoint}: tune the LM weights in notebook 04 and save them")
-    state, source = found
-    try:
-        return TuneResult(**{key: value for key, value in state.items() if key != "lm"})
-    except TypeError as error:
-        raise ValueError(f"{source} holds no valid tuned LM weights ({error})") from None
-
-
 def tune_alpha_beta(log_probs_list: Sequence[np.ndarray], references: Sequence[str], labels: Sequence[str],
                     lm_path: Path, *, alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
                     betas: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 3.0), unigrams: Sequence[str] | Path | None = None,
-                    beam_width: int = 32, pool_size: int = 2) -> TuneResult:
+                    beam_width: int = 32, pool_size: int = 2) -> Tuned:
     """Grid-search the LM weight and word bonus by corpus WER on dev log-probs (cached model outputs).
 
-    One decoder is loaded and re-weighted per grid cell; ties go to the smaller alpha, then
-    the smaller beta. Tune on dev only: the test sets (and undisclosed data) must stay unseen.
+    One decoder is loaded and re-weighted per grid cell; ties go to the first alpha, then the
+    first beta, in the order given. Tune on dev only: the test sets (and undisclosed data) must
+    stay unseen. The result is the ``lm`` decoder's entry of the run's record (``tuned.save_tuned``).
     """
     if len(log_probs_list) != len(references) or not references:
         raise ValueError(f"need as many references as log-prob matrices (>0), got {len(references)} "
@@ -295,8 +260,9 @@ def tune_alpha_beta(log_probs_list: Sequence[np.ndarray], references: Sequence[s
                 decoder.set_params(alpha, beta)
                 grid[i, j] = wer(references, decoder.decode_batch(log_probs_list, pool_size))
     i, j = np.unravel_index(np.argmin(grid), grid.shape)
-    return TuneResult(float(alphas[i]), float(betas[j]), float(grid[i, j]), [float(a) for a in alphas],
-                      [float(b) for b in betas], grid.tolist())
+    points = [{"weights": {"alpha": float(a), "beta": float(b)}, "score": float(grid[m, n])}
+              for m, a in enumerate(alphas) for n, b in enumerate(betas)]
+    return Tuned("lm", {"alpha": float(alphas[i]), "beta": float(betas[j])}, "wer", float(grid[i, j]), points)
 
 
 def corpus_language_model(corpus: str, order: int = 3, name: str = "3-gram.pruned.1e-7") -> Path:

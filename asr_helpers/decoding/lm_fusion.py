@@ -11,17 +11,21 @@ share is known as soon as it is added, and a finished transcript's total is exac
 letter beyond the longest prefix a known word has (refunded, like every charge, when the word ends).
 
 ``FusionLM.advance`` gives the LM state after one more unit; ``gain`` is what the search adds to a
-hypothesis's score for that step: ``alpha * (change in LM score) + beta * (words completed)``.
+hypothesis's score for that step: ``alpha * (change in LM score) + beta * (words completed)``. As a
+partial scorer of the beam search (``scorers.Scorer``) it scores a batch of hypotheses' candidates by
+their gains, the end symbol by finishing the transcript (``finish``).
 """
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from asr_helpers.decoding.ctc import load_kenlm
 
@@ -61,15 +65,19 @@ class FusionLM:
     """A KenLM word model scoring the joint search's hypotheses unit by unit (see the module docstring).
 
     ``pieces[i]`` is the text output unit ``i`` adds (a space ends a word; '' for the blank and for
-    symbols beyond the tokenizer). Unigrams come from ``unigrams.txt`` beside the model or from an
+    symbols beyond the tokenizer). ``eos`` is the search's end symbol (default: one past the pieces,
+    as the attention decoder has it). Unigrams come from ``unigrams.txt`` beside the model or from an
     ARPA model itself, as for the CTC LM decoder.
     """
 
+    full = False
+
     def __init__(self, lm_path: Path | str, pieces: Sequence[str], alpha: float = 0.5, beta: float = 0.0,
-                 unk_penalty: float = -10.0):
+                 unk_penalty: float = -10.0, eos: int | None = None):
         import kenlm
         self.model, words = load_kenlm(Path(lm_path), pieces)
         self.pieces = list(pieces)
+        self.eos = len(self.pieces) if eos is None else eos
         self.alpha, self.beta = alpha, beta
         self.lookahead = PrefixLookahead(words, [self.model.score(w, bos=False, eos=False) for w in words], unk_penalty)
         self._state_type = kenlm.State
@@ -79,10 +87,32 @@ class FusionLM:
         """Pieces from a tokenizer's labels: characters as they are, BPE pieces with their word-start mark as a space."""
         return cls(lm_path, [label.replace("\u2581", " ") for label in tokenizer.labels], **weights)
 
-    def initial_state(self) -> LMState:
+    def with_weights(self, alpha: float, beta: float) -> FusionLM:
+        """The same loaded model and look-ahead with other weights (a tuning grid loads the LM once)."""
+        weighted = copy.copy(self)
+        weighted.alpha, weighted.beta = alpha, beta
+        return weighted
+
+    def init_state(self) -> list[LMState]:
+        """The state of the empty transcript (a batch of one): the sentence start, no word yet."""
         context = self._state_type()
         self.model.BeginSentenceWrite(context)
-        return LMState(context, "", 0.0, 0, 0.0)
+        return [LMState(context, "", 0.0, 0, 0.0)]
+
+    def score(self, prefixes: Sequence[list[int]], states: list[LMState],
+              candidates: torch.Tensor) -> tuple[torch.Tensor, list[list[LMState]]]:
+        """The gains ``[N, C]`` of each hypothesis's candidates (``[N, C]`` token ids) and the states they lead to."""
+        gains = np.zeros(tuple(candidates.shape))
+        after = []
+        for i, state in enumerate(states):
+            row = [self.finish(state) if token == self.eos else self.advance(state, token)
+                   for token in candidates[i].tolist()]
+            gains[i] = [self.gain(state, new) for new in row]
+            after.append(row)
+        return torch.from_numpy(gains), after
+
+    def select(self, states: list[list[LMState]], rows, columns) -> list[LMState]:
+        return [states[row][column] for row, column in zip(rows, columns)]
 
     def _word(self, context, word: str, completed: float) -> tuple[object, float]:
         """KenLM's state and the completed words' score once ``word`` follows ``context``."""

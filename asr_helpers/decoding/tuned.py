@@ -25,24 +25,38 @@ LEGACY_FILES = {"lm": "lm_params.json", "joint": "joint_params.json", "joint+lm"
 
 @dataclass(frozen=True)
 class Tuned:
-    """One decoder's weights chosen on dev (lowest ``score`` of ``metric``), with every grid point tried."""
+    """One decoder's weights chosen on dev (lowest ``score`` of ``metric``), with every grid point tried.
+
+    A weight belongs to its decoder: ``joint``'s ``ctc_weight`` and ``joint+lm``'s are tuned apart,
+    and neither is the training loss weight ``ctc_weight`` of ``TrainConfig``.
+    """
     decoder: str
     weights: dict[str, float]
     metric: str
     score: float
     grid: list[dict] = field(default_factory=list)  # {"weights": {...}, "score": float} per point tried
 
+    def __post_init__(self) -> None:
+        missing = set(spec(self.decoder).tuned) - set(self.weights)
+        if missing:
+            raise ValueError(f"the tuned weights of {self.decoder!r} lack {', '.join(sorted(missing))}")
+
     def to_dict(self) -> dict:
         return {"weights": dict(self.weights), "metric": self.metric, "score": self.score, "grid": list(self.grid)}
+
+    def settings(self) -> str:
+        """The chosen weights as ``name=value`` pairs (``alpha=0.5 beta=1``)."""
+        return " ".join(f"{name}={value:g}" for name, value in self.weights.items())
 
     @classmethod
     def from_dict(cls, decoder: str, state: dict) -> "Tuned":
         """A record entry; a malformed one is a ValueError naming the decoder."""
         try:
             weights = {str(k): float(v) for k, v in state["weights"].items()}
-            return cls(decoder, weights, str(state["metric"]), float(state["score"]), list(state.get("grid", [])))
+            metric, score, grid = str(state["metric"]), float(state["score"]), list(state.get("grid", []))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"the tuned weights of {decoder!r} are malformed ({error})") from None
+        return cls(decoder, weights, metric, score, grid)
 
 
 def _from_legacy(decoder: str, state: dict) -> Tuned:
@@ -60,7 +74,7 @@ def _from_legacy(decoder: str, state: dict) -> Tuned:
                 for p in state["points"]]
         weights = {k: float(state[k]) for k in ("ctc_weight", "alpha", "beta")}
         return Tuned("joint+lm", weights, "cer", float(state["cer"]), grid)
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ValueError(f"the tuned weights of {decoder!r} are malformed ({error})") from None
 
 
@@ -83,20 +97,32 @@ def _read_json(path: Path) -> dict:
 
 
 def read_record(folder: Path) -> dict[str, Tuned]:
-    """The tuned weights kept in a run folder: ``tuned.json``, with any legacy file filling a decoder it lacks."""
+    """The tuned weights kept in a run folder: ``tuned.json``, with any legacy file filling a decoder it lacks.
+
+    A malformed file is a one-line ValueError naming the file and the decoder.
+    """
     folder = Path(folder)
-    record = {name: _from_legacy(name, _read_json(folder / file))
-              for name, file in LEGACY_FILES.items() if (folder / file).is_file()}
+    record = {}
+    for name, file in LEGACY_FILES.items():
+        if (folder / file).is_file():
+            record[name] = _naming(folder / file, lambda: _from_legacy(name, _read_json(folder / file)))
     if (folder / TUNED_FILE).is_file():
-        record.update(record_from_state({"tuned": _read_json(folder / TUNED_FILE)}))
+        path = folder / TUNED_FILE
+        record.update(_naming(path, lambda: record_from_state({"tuned": _read_json(path)})))
     return record
+
+
+def _naming(path: Path, read):
+    """``read()``, with a ValueError's message prefixed by the file it came from."""
+    try:
+        return read()
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
 
 def save_tuned(folder: Path, tuned: Tuned) -> Path:
     """Add (or replace) one decoder's entry in ``folder/tuned.json``; the other decoders' entries stay."""
-    missing = set(spec(tuned.decoder).tuned) - set(tuned.weights)
-    if missing:
-        raise ValueError(f"tuned weights of {tuned.decoder!r} lack {sorted(missing)}")
     folder = Path(folder)
     path = folder / TUNED_FILE
     state = _read_json(path) if path.is_file() else {}

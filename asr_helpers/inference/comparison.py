@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asr_helpers.decoding.attention_decoding import AttentionSearch
-from asr_helpers.training.checkpoint import load_recognizer
+from asr_helpers.decoding.attention_decoding import ATTENTION_BEAM, AttentionSearch, search_settings
+from asr_helpers.training.checkpoint import load_recognizer, tuned_record
 from asr_helpers.decoding.ctc import available_decoders, build_decoder
 from asr_helpers.training.evaluation import ModelOutputs, compute_outputs
 from asr_helpers.data.manifest import Utterance
@@ -25,9 +25,9 @@ from asr_helpers.training.rundir import RunDir
 
 def cached_outputs(checkpoint: Path, utterances: list[Utterance], name: str, device: str | None = None) -> ModelOutputs:
     """Log-probs (and a joint model's encoder states) of ``utterances`` under ``checkpoint``, cached as
-    ``logprobs-<name>.npz`` beside it."""
+    ``RunDir.logprobs(name)`` beside it."""
     checkpoint = Path(checkpoint)
-    cache = checkpoint.parent / f"logprobs-{name}.npz"
+    cache = RunDir(checkpoint.parent).logprobs(name)
     stamp = f"{checkpoint.stat().st_mtime_ns}-{len(utterances)}"
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
@@ -45,10 +45,11 @@ def cached_outputs(checkpoint: Path, utterances: list[Utterance], name: str, dev
     return outputs
 
 
-def attention_search(checkpoint: Path, beam: int = 8, ctc_weight: float = 0.3,
-                     device: str | None = None) -> AttentionSearch | None:
-    """The attention decoders of a joint CTC/attention checkpoint; None for a CTC-only one."""
-    return load_recognizer(checkpoint, device or "cpu")[0].attention_search(beam, ctc_weight)
+def attention_search(checkpoint: Path, beam: int = ATTENTION_BEAM, device: str | None = None) -> AttentionSearch | None:
+    """The attention decoders of a joint CTC/attention checkpoint, with the weights tuned for it so far
+    (else the defaults); None for a CTC-only one."""
+    settings = search_settings(beam, tuned_record(checkpoint))
+    return load_recognizer(checkpoint, device or "cpu")[0].attention_search(settings=settings)
 
 
 @dataclass

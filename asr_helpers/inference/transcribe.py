@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from asr_helpers.data.audio import AudioError, load_audio
 from asr_helpers.training.checkpoint import load_recognizer
-from asr_helpers.decoding.ctc import ATTENTION_DECODERS, DECODERS, build_decoder
-from asr_helpers.training.rundir import FUSION_PARAMS, JOINT_PARAMS, LM_PARAMS
+from asr_helpers.decoding.ctc import build_decoder
+from asr_helpers.decoding.decoders import spec
+from asr_helpers.decoding.tuned import TUNED_FILE
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
@@ -121,13 +122,16 @@ def length_batches(items: Sequence[AudioInput], batch_seconds: float, max_batch_
 
 
 class Transcriber:
-    """A checkpoint's model, features and decoder, turning batches of waves into texts."""
+    """A checkpoint's model, features and decoder, turning batches of waves into texts.
+
+    ``ctc_weight`` (None: the one 04 tuned) is the CTC prefix score's weight in the search of ``decoder``
+    (``joint`` or ``joint+lm``), not the loss weight the model trained with.
+    """
 
     def __init__(self, checkpoint: Path, decoder: str, lm_path: Path | None, beam_width: int, pool_size: int,
                  device: str | None = None, attention_beam: int = 8, ctc_weight: float | None = None):
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
-        if decoder in ("lm", "joint+lm") and lm_path is None:
+        found = spec(decoder)  # an unknown name: one line listing the known ones
+        if found.needs_lm and lm_path is None:
             raise ValueError(f"--decoder {decoder} needs --lm PATH (a KenLM arpa/binary built by `python -m asr_helpers lm ...`)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.recognizer, self.tokenizer, _ = load_recognizer(checkpoint, self.device)
@@ -135,9 +139,9 @@ class Transcriber:
         self.min_samples = self.features.mel.n_fft  # a centred STFT reflects n_fft/2 samples each side
         self.lm_decoder = _lm_decoder(Path(checkpoint), self.tokenizer, lm_path, beam_width) if decoder == "lm" else None
         self.attention = None
-        if decoder in ATTENTION_DECODERS:
+        if found.head == "attention":
             self.attention = _attention_search(Path(checkpoint), self.recognizer, attention_beam, ctc_weight,
-                                               lm_path if decoder == "joint+lm" else None)
+                                               lm_path if found.needs_lm else None)
         self.decoder = build_decoder(decoder, self.tokenizer, beam_width=beam_width, lm_decoder=self.lm_decoder,
                                      pool_size=pool_size, attention=self.attention)
 
@@ -159,13 +163,14 @@ class Transcriber:
 
 
 def _tuned_alpha_beta(checkpoint: Path) -> tuple[float, float]:
-    from asr_helpers.decoding.lm import load_lm_params
-    try:
-        params = load_lm_params(checkpoint)
-        return params.alpha, params.beta
-    except FileNotFoundError:
-        print(f"no tuned {LM_PARAMS} next to {checkpoint}; the lm decoder uses alpha=0.5, beta=1.0")
+    """The lm decoder's alpha and beta from the record 04 wrote for ``checkpoint``, else 0.5 and 1.0."""
+    from asr_helpers.training.checkpoint import tuned_record
+    tuned = tuned_record(checkpoint).get("lm")
+    if tuned is None:
+        print(f"no tuned weights of the lm decoder in {TUNED_FILE} next to {checkpoint} (or inside it); "
+              "the lm decoder uses alpha=0.5, beta=1.0")
         return 0.5, 1.0
+    return tuned.weights["alpha"], tuned.weights["beta"]
 
 
 def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
@@ -177,34 +182,20 @@ def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
 def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float | None, lm_path: Path | None):
     """The attention decoders of a joint checkpoint with the weights 04 tuned (``ctc_weight``, when given,
     replaces the joint search's and the LM fusion's); with ``lm_path``, the word LM fused into the search."""
-    from asr_helpers.decoding.attention_decoding import FUSION_DEFAULTS
-    from asr_helpers.decoding.lm_fusion import FusionLM
-    search = recognizer.attention_search(beam)
-    if search is None:
-        raise ValueError(f"{checkpoint} has no attention decoder (a DeepSpeech2 run): use --decoder greedy, beam or lm")
+    from asr_helpers.decoding.attention_decoding import DEFAULT_WEIGHTS, search_settings
+    from asr_helpers.training.checkpoint import tuned_record
     if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"--ctc-weight must lie in [0, 1], not {ctc_weight}")
-    if lm_path is None:
-        search.ctc_weight = _tuned_fields(checkpoint, JOINT_PARAMS, {"ctc_weight": 0.3})["ctc_weight"]
-    else:
-        tuned = _tuned_fields(checkpoint, FUSION_PARAMS, FUSION_DEFAULTS)
-        search.lm = FusionLM.for_tokenizer(lm_path, recognizer.tokenizer, alpha=tuned["alpha"], beta=tuned["beta"])
-        search.lm_ctc_weight = tuned["ctc_weight"]
-    if ctc_weight is not None:
-        search.ctc_weight = search.lm_ctc_weight = ctc_weight
-    return search
-
-
-def _tuned_fields(checkpoint: Path, name: str, defaults: dict[str, float]) -> dict[str, float]:
-    """``defaults``' fields as 04 tuned them (next to the checkpoint, or inside an export), else the defaults."""
-    from asr_helpers.training.checkpoint import tuned_params
-    found = tuned_params(checkpoint, name)
-    values = found[0] if found is not None and isinstance(found[0], dict) else {}
-    if not all(isinstance(values.get(field), (int, float)) for field in defaults):
-        settings = ", ".join(f"{field}={value}" for field, value in defaults.items())
-        print(f"no tuned {name} next to {checkpoint}; decoding uses {settings}")
-        return dict(defaults)
-    return {field: float(values[field]) for field in defaults}
+    record = tuned_record(checkpoint)
+    decoder = "joint" if lm_path is None else "joint+lm"
+    if decoder not in record:
+        defaults = " ".join(f"{name}={value:g}" for name, value in DEFAULT_WEIGHTS[decoder].items())
+        print(f"no tuned weights of the {decoder} decoder in {TUNED_FILE} next to {checkpoint} (or inside it); "
+              f"it decodes with {defaults}")
+    search = recognizer.attention_search(settings=search_settings(beam, record, ctc_weight))
+    if search is None:
+        raise ValueError(f"{checkpoint} has no attention decoder (a DeepSpeech2 run): use --decoder greedy, beam or lm")
+    return search if lm_path is None else search.with_lm(lm_path)
 
 
 def _measure(items: list[AudioInput], report: TranscribeReport) -> list[AudioInput]:

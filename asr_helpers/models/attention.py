@@ -24,8 +24,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from asr_helpers.training.config import ATTENTION_KINDS
 from asr_helpers.models.deepspeech2 import time_mask
+
+ATTENTION_KINDS = ("location", "dot")  # DecoderConfig.attention: AttentionDecoder, DotAttentionDecoder
+
+
+def check_attention_kind(kind: str) -> None:
+    """One-line error for an attention kind there is no decoder for."""
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {ATTENTION_KINDS}, not {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,7 @@ class DecoderConfig:
     dropout: float = 0.0             # on the LSTM output, before the output layer
 
     def __post_init__(self):
-        if self.attention not in ATTENTION_KINDS:
-            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, not {self.attention!r}")
+        check_attention_kind(self.attention)
         if self.layers not in (1, 2):
             raise ValueError(f"decoder layers must be 1 or 2, got {self.layers}")
         if self.location_width % 2 == 0:

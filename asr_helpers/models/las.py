@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from asr_helpers.models.attention import (DecoderConfig, EncoderMemory, attention_decoder, label_smoothed_cross_entropy,
-                                   teacher_forcing_pairs)
+from asr_helpers.models.attention import (DecoderConfig, EncoderMemory, attention_decoder, check_attention_kind,
+                                          label_smoothed_cross_entropy, teacher_forcing_pairs)
 from asr_helpers.models.deepspeech2 import (DeepSpeech2, ModelConfig, config_from_dict, config_to_dict, ctc_loss, model_config,
                                time_mask)
 
@@ -39,12 +39,7 @@ class JointConfig:
     guided_attention: float = 0.0    # weight of the diagonal prior on attention (``guided_attention_loss``)
 
     def __post_init__(self):
-        if not 0.0 <= self.ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight must lie in [0, 1], got {self.ctc_weight}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
-        if self.guided_attention < 0.0:
-            raise ValueError(f"guided_attention must not be negative, got {self.guided_attention}")
+        check_joint_settings(self.ctc_weight, self.label_smoothing, self.guided_attention)
 
     def to_dict(self) -> dict:
         return {"encoder": config_to_dict(self.encoder), "decoder": self.decoder.to_dict(),
@@ -56,6 +51,18 @@ class JointConfig:
         """Inverse of ``to_dict`` (checkpoints and YAML)."""
         return cls(config_from_dict(values["encoder"]), DecoderConfig(**values["decoder"]),
                    values["ctc_weight"], values["label_smoothing"], values.get("guided_attention", 0.0))
+
+
+def check_joint_settings(ctc_weight: float = 0.3, label_smoothing: float = 0.1, guided_attention: float = 0.0,
+                         attention: str = "location") -> None:
+    """The joint model's own settings, checked here only (a training config and ``JointConfig`` both ask)."""
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must lie in [0, 1], got {ctc_weight!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+    if guided_attention < 0.0:
+        raise ValueError(f"guided_attention must not be negative, got {guided_attention!r}")
+    check_attention_kind(attention)
 
 
 def joint_config(preset: str, vocab_size: int, ctc_weight: float = 0.3, label_smoothing: float = 0.1,

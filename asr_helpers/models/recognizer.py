@@ -5,24 +5,25 @@ log-mel front end, SpecAugment, DeepSpeech2, the CTC loss, greedy decoding, whic
 CTC can learn at all) lives here. ``JointRecognizer`` (CTC + attention, ``las.JointCTCAttention``)
 subclasses it with its own loss, quick decoding and attention maps, and trains in the same loop
 unchanged, as ESPnet's models return their loss from ``forward`` and nanoGPT's ``forward`` returns the loss.
+Which class a model name means is ``registry``'s business; each class builds itself (``build``),
+restores itself from a checkpoint (``from_checkpoint``) and checks its own settings.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from asr_helpers.decoding.attention_decoding import AttentionSearch, attention_greedy
-from asr_helpers.models.attention_maps import lock_on
+from asr_helpers.models.attention_maps import attention_figure, lock_on
 from asr_helpers.data.spec_augment import SpecAugment, spec_augment_from_preset
-from asr_helpers.training.config import MODELS
 from asr_helpers.data.dataset import Batch
 from asr_helpers.decoding.ctc import Encoding, greedy_decode
 from asr_helpers.data.features import LogMelFeatures
-from asr_helpers.models.las import JointCTCAttention, joint_config
-from asr_helpers.models.deepspeech2 import DeepSpeech2, config_to_dict, ctc_loss, model_config
+from asr_helpers.models.las import JointConfig, JointCTCAttention, check_joint_settings, joint_config
+from asr_helpers.models.deepspeech2 import DeepSpeech2, config_from_dict, config_to_dict, ctc_loss, model_config
 
 
 @dataclass
@@ -41,8 +42,26 @@ class SpeechModel(nn.Module):
     """What the training loop needs from a model; subclasses implement ``forward`` and ``transcribe``.
 
     ``checkpoint_entries``/``restore`` define how the weights sit in a checkpoint (by default the
-    module's own state dict); ``spectrograms`` feeds the logged images (none by default).
+    module's own state dict); ``spectrograms`` and ``media`` feed the logged images (none by default).
+    ``SETTINGS`` names the model's own settings that ``build`` reads and ``check_settings`` checks.
     """
+
+    SETTINGS: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, tokenizer, model_size: str, settings: Mapping[str, object], *, rnn_mode: str = "masked",
+              augment: str = "none", encoder: Mapping[str, object] | None = None) -> "SpeechModel":
+        """A new model at preset ``model_size`` for the tokenizer's vocabulary (``registry.build_model``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, tokenizer) -> "SpeechModel":
+        """The model ``checkpoint_entries`` wrote into ``state``, without SpecAugment."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, object]) -> None:
+        """One-line ``ValueError`` for a value of ``SETTINGS`` the model cannot take (none by default)."""
 
     def forward(self, batch: Batch) -> ModelOutput:
         raise NotImplementedError
@@ -55,10 +74,15 @@ class SpeechModel(nn.Module):
         """Further cheap decodings, by name, logged as ``wer_<name>``/``cer_<name>`` (none by default)."""
         return {}
 
-    def attention_map(self, batch: Batch) -> tuple[torch.Tensor, list[str], int] | None:
-        """The teacher-forced attention ``[symbols, frames]`` of the batch's shortest transcript (the most
-        readable map), its symbol labels and its row in the batch (None: a model without attention)."""
-        return None
+    def learnable(self, seconds: Sequence[float], token_ids: Sequence[Sequence[int]],
+                  max_speed_factor: float = 1.0) -> list[bool]:
+        """Whether the model can learn each (audio seconds, transcript) pair; training drops the rest (all by default)."""
+        return [True] * len(seconds)
+
+    def media(self, batch: Batch, step: int) -> dict[str, object]:
+        """Figures only this model has, by name, for the loop to log under ``train/`` or ``eval/<split>/``
+        (none by default); ``step`` goes into their titles."""
+        return {}
 
     def checkpoint_entries(self) -> dict:
         return {"model": self.state_dict()}
@@ -84,6 +108,18 @@ class CTCRecognizer(SpeechModel):
         self.spec_augment = spec_augment
         self.tokenizer = tokenizer
 
+    @classmethod
+    def build(cls, tokenizer, model_size: str, settings: Mapping[str, object], *, rnn_mode: str = "masked",
+              augment: str = "none", encoder: Mapping[str, object] | None = None) -> "CTCRecognizer":
+        config = model_config(model_size, tokenizer.vocab_size, **(encoder or {}), rnn_mode=rnn_mode)
+        return cls(DeepSpeech2(config), tokenizer, spec_augment_from_preset(augment, config.n_mels))
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, tokenizer) -> "CTCRecognizer":
+        recognizer = cls(DeepSpeech2(config_from_dict(state["model_config"])), tokenizer)
+        recognizer.restore(state)
+        return recognizer
+
     def _features(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel (float32 even under autocast, no gradient), SpecAugment-ed in training."""
         with torch.no_grad(), torch.autocast(waves.device.type, enabled=False):
@@ -107,8 +143,9 @@ class CTCRecognizer(SpeechModel):
         log_probs, lengths = self.net(feats, frames)
         return [Encoding(lp[:n].float().cpu().numpy()) for lp, n in zip(log_probs, lengths.tolist())]
 
-    def attention_search(self, beam: int = 8, ctc_weight: float = 0.3) -> AttentionSearch | None:
-        """The registry's attention decoders for this model (None: a CTC-only model has none)."""
+    def attention_search(self, **options) -> AttentionSearch | None:
+        """The table's attention decoders for this model (None: a CTC-only model has none); ``options``
+        (``settings``, ``lm``) go to ``AttentionSearch``."""
         return None
 
     def checkpoint_entries(self) -> dict:
@@ -148,12 +185,33 @@ class JointRecognizer(CTCRecognizer):
     well attention has locked on (``attention_maps.lock_on``, averaged over the batch).
     """
 
+    SETTINGS = ("ctc_weight", "guided_attention", "attention", "label_smoothing")
+
     def __init__(self, joint: JointCTCAttention, tokenizer, spec_augment: SpecAugment | None = None):
         SpeechModel.__init__(self)
         self.features = LogMelFeatures.for_model(joint.config.encoder)
         self.joint = joint
         self.spec_augment = spec_augment
         self.tokenizer = tokenizer
+
+    @classmethod
+    def build(cls, tokenizer, model_size: str, settings: Mapping[str, object], *, rnn_mode: str = "masked",
+              augment: str = "none", encoder: Mapping[str, object] | None = None) -> "JointRecognizer":
+        """``settings``: ``ctc_weight`` on the CTC loss, ``label_smoothing`` on the cross-entropy,
+        ``guided_attention`` on ``las.guided_attention_loss``, ``attention`` ``location`` or ``dot``."""
+        config = joint_config(model_size, tokenizer.vocab_size, **settings, **(encoder or {}), rnn_mode=rnn_mode)
+        augmentation = spec_augment_from_preset(augment, config.encoder.n_mels)
+        return cls(JointCTCAttention(config, tokenizer.blank_id), tokenizer, augmentation)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, tokenizer) -> "JointRecognizer":
+        recognizer = cls(JointCTCAttention(JointConfig.from_dict(state["joint_config"]), tokenizer.blank_id), tokenizer)
+        recognizer.restore(state)
+        return recognizer
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, object]) -> None:
+        check_joint_settings(**settings)
 
     @property
     def net(self) -> DeepSpeech2:
@@ -194,6 +252,8 @@ class JointRecognizer(CTCRecognizer):
         return {"attention": self._attention_greedy(output)}
 
     def attention_map(self, batch: Batch) -> tuple[torch.Tensor, list[str], int] | None:
+        """The teacher-forced attention ``[symbols, frames]`` of the batch's shortest transcript (the most
+        readable map), its symbol labels and its row in the batch (None: no decoder, ``ctc_weight`` 1)."""
         if self.joint.decoder is None:
             return None
         row = int(batch.target_lengths.argmin())
@@ -208,10 +268,19 @@ class JointRecognizer(CTCRecognizer):
         symbols = [self.tokenizer.decode([i]) for i in one.targets.tolist()] + ["<eos>"]
         return output.attention[0, : len(symbols), : int(output.lengths[0])].float().cpu(), symbols, row
 
-    def attention_search(self, beam: int = 8, ctc_weight: float = 0.3) -> AttentionSearch | None:
+    def media(self, batch: Batch, step: int) -> dict[str, object]:
+        """The attention map of the batch's shortest transcript, titled with its lock-on score."""
+        view = self.attention_map(batch)
+        if view is None:
+            return {}
+        weights, symbols, row = view
+        title = f"step {step}, lock-on {lock_on(weights):.2f}: {batch.texts[row]}"
+        return {"attention": attention_figure(weights, symbols, title)}
+
+    def attention_search(self, **options) -> AttentionSearch | None:
         if self.joint.decoder is None:  # trained with ctc_weight 1.0
             return None
-        return AttentionSearch(self.joint, self.tokenizer, beam, ctc_weight)
+        return AttentionSearch(self.joint, self.tokenizer, **options)
 
     def checkpoint_entries(self) -> dict:
         """Both heads' weights, the encoder's settings (read by the CTC tools) and the joint settings."""
@@ -220,26 +289,6 @@ class JointRecognizer(CTCRecognizer):
 
     def restore(self, state: dict) -> None:
         self.joint.load_state_dict(state["model"])
-
-
-def build_model(model_size: str, tokenizer, *, rnn_mode: str = "masked", augment: str = "none",
-                model: str = "deepspeech2", ctc_weight: float = 0.3, label_smoothing: float = 0.1,
-                guided_attention: float = 0.0, attention: str = "location") -> CTCRecognizer:
-    """A preset sized to the tokenizer's vocabulary, with the SpecAugment of ``augment``.
-
-    ``model`` is ``deepspeech2`` (CTC) or ``las`` (the same encoder with an attention decoder,
-    trained with ``ctc_weight`` on the CTC loss, ``label_smoothing`` on its cross-entropy and
-    ``guided_attention`` on ``las.guided_attention_loss``; ``attention`` is ``location`` or ``dot``).
-    """
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, not {model!r}")
-    if model == "las":
-        config = joint_config(model_size, tokenizer.vocab_size, ctc_weight, label_smoothing, guided_attention,
-                              attention, rnn_mode=rnn_mode)
-        augmentation = spec_augment_from_preset(augment, config.encoder.n_mels)
-        return JointRecognizer(JointCTCAttention(config, tokenizer.blank_id), tokenizer, augmentation)
-    config = model_config(model_size, tokenizer.vocab_size, rnn_mode=rnn_mode)
-    return CTCRecognizer(DeepSpeech2(config), tokenizer, spec_augment_from_preset(augment, config.n_mels))
 
 
 @torch.no_grad()

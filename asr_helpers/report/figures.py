@@ -1,4 +1,5 @@
-"""Figures of the report (05): ablation curves, decoder bars, CER per speaker, frequent edits, dev scalars.
+"""Figures of the report (05): ablation curves, decoder bars, the LM weight grid, CER per speaker, frequent edits,
+dev scalars.
 
 Each takes records the report already read (history, ``decoding.json``, recogs) and returns a
 closed matplotlib figure, so the notebook only displays it.
@@ -8,8 +9,10 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from asr_helpers.decoding.tuned import Tuned
 from asr_helpers.report.error_analysis import EDIT_KINDS
 
 
@@ -44,7 +47,7 @@ def _audio_hours_at(history: list[dict], steps: list[int]) -> np.ndarray:
 
 
 def decoder_bars_figure(decoding: pd.DataFrame):
-    """WER and CER of each decoder (greedy, own beam, LM) side by side for every split, values written on the bars."""
+    """WER and CER of each decoder side by side for every split (decoders in run order), values written on the bars."""
     decoders = list(dict.fromkeys(decoding.decoder))
     splits = list(dict.fromkeys(decoding.split))
     figure, axes = plt.subplots(1, 2, figsize=(13, 3.6))
@@ -61,6 +64,33 @@ def decoder_bars_figure(decoding: pd.DataFrame):
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, fontsize=8, ncol=len(decoders), loc="lower center", frameon=False)
     figure.tight_layout(rect=(0, 0.08, 1, 1))  # room for the one legend under both plots
+    plt.close(figure)
+    return figure
+
+
+def alpha_beta_figure(tuned: Tuned):
+    """Dev score of the lm decoder over the alpha (LM weight) x beta (word bonus) grid 04 tried, chosen cell framed."""
+    alphas = list(dict.fromkeys(p["weights"]["alpha"] for p in tuned.grid))  # in the order tried
+    betas = list(dict.fromkeys(p["weights"]["beta"] for p in tuned.grid))
+    grid = np.full((len(alphas), len(betas)), np.nan)
+    for point in tuned.grid:
+        grid[alphas.index(point["weights"]["alpha"]), betas.index(point["weights"]["beta"])] = point["score"]
+    metric, alpha, beta = tuned.metric.upper(), tuned.weights["alpha"], tuned.weights["beta"]
+    figure, ax = plt.subplots(figsize=(1.1 * len(betas) + 2.5, 0.6 * len(alphas) + 1.8))
+    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
+    ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+    ax.set(xlabel="beta (word bonus)", ylabel="alpha (LM weight)",
+           title=f"dev {metric}; chosen alpha={alpha:g}, beta={beta:g} ({metric} {tuned.score:.3f})")
+    middle = np.nanmin(grid) + 0.5 * (np.nanmax(grid) - np.nanmin(grid))
+    for (i, j), value in np.ndenumerate(grid):
+        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                color="black" if value <= middle else "white")
+    if alpha in alphas and beta in betas:
+        row, column = alphas.index(alpha), betas.index(beta)
+        ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    figure.colorbar(image, ax=ax, label=metric)
+    figure.tight_layout()
     plt.close(figure)
     return figure
 

@@ -11,8 +11,10 @@ import pandas as pd
 
 from asr_helpers import paths
 from asr_helpers.report.error_analysis import speaker_cer, speaker_names
+from asr_helpers.decoding.decoders import DECODERS, TABLE
 from asr_helpers.decoding.metrics import utterance_errors
-from asr_helpers.training.rundir import RunDir, read_json
+from asr_helpers.decoding.tuned import Tuned, read_record
+from asr_helpers.training.rundir import RunDir
 from asr_helpers.training.tracking import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -48,10 +50,11 @@ def pick_run(name: str | None) -> Path:
 def run_row(run: Path) -> dict:
     """One line per run: what was set and what came out (final greedy dev metrics)."""
     config, summary = RunDir(run).read_config(), RunDir(run).read_summary()
+    from asr_helpers.models.registry import MODEL_NAMES, model_spec
     kind = config.get("model", "deepspeech2")
-    model = f"{kind} {config.get('model_size')}"
-    if kind == "las":
-        model += f", {config.get('attention', 'location')} attention, ctc_weight {config.get('ctc_weight')}"
+    section = model_spec(kind).section if kind in MODEL_NAMES else ()
+    model = ", ".join([f"{kind} {config.get('model_size')}"] + [f"{name} {config[name]}" for name in section
+                                                                 if name in config])
     row = {"run": run.name, "model": model, "tokenizer": config.get("tokenizer"),
            "augment": config.get("augment"), "corpus": config.get("corpus"), "epochs_done": summary.get("epochs"),
            "steps": summary.get("steps"), "minutes": round(summary.get("minutes", float("nan")), 1),
@@ -89,7 +92,7 @@ def decoder_results(run: Path) -> pd.DataFrame:
 
 
 def decoder_table(decoding: pd.DataFrame) -> pd.DataFrame:
-    """One row per decoder (in run order): WER, CER and milliseconds per utterance on each split.
+    """One row per decoder (in run order): WER, CER and milliseconds per utterance on each split, and what it is.
 
     Rows, not columns, per decoder: a joint CTC/attention run has seven decoders, which as
     columns times three metrics would not fit a page.
@@ -99,7 +102,8 @@ def decoder_table(decoding: pd.DataFrame) -> pd.DataFrame:
     columns = [(metric, split) for metric in DECODER_COLUMNS for split in splits]
     table = wide[columns].round(4)
     table.columns = [f"{DECODER_COLUMNS[metric]} {split}" for metric, split in columns]
-    return table.reindex(list(dict.fromkeys(decoding.decoder)))
+    table = table.reindex(list(dict.fromkeys(decoding.decoder)))
+    return table.assign(label=[TABLE[d].label if d in TABLE else "" for d in table.index])
 
 
 def runs_by_decoder(names: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -216,47 +220,43 @@ def attention_images(run: Path) -> dict[str, Path]:
     return latest
 
 
-def lm_grid(run: Path):
-    """The alpha x beta grid notebook 04 tuned (``lm.TuneResult``), or None when it has not run."""
-    from asr_helpers.decoding.lm import load_lm_params
-    path = RunDir(run).lm_params
-    if not path.exists():
-        return None
+def tuned_record(run: Path) -> dict[str, Tuned]:
+    """The weights notebook 04 tuned for the run's decoders (``decoding.tuned``); empty before 04 has run, and
+    with a logged warning naming the file when the record is unreadable."""
     try:
-        return load_lm_params(path)
-    except (ValueError, TypeError) as error:  # not JSON, or not the fields TuneResult saves
-        log.warning("%s skipped: %s", path, error)
-        return None
+        return read_record(run)
+    except ValueError as error:
+        log.warning("tuned weights skipped: %s", error)
+        return {}
 
 
-def joint_weight_line(run: Path) -> str:
-    """What notebook 04 chose for the joint search (its CTC weight, each tried weight's dev CER) and for
-    joint+lm (CTC weight, alpha, beta); empty for a CTC-only run or before 04 has run."""
-    run_dir = RunDir(run)
-    return " ".join(part for part in (_described(run_dir.joint_params, _joint_choice),
-                                      _described(run_dir.fusion_params, _fusion_choice)) if part)
+def lm_grid(run: Path) -> Tuned | None:
+    """The lm decoder's alpha x beta grid notebook 04 tuned, or None when it has not run."""
+    return tuned_record(run).get("lm")
 
 
-def _described(path: Path, describe) -> str:
-    """``describe`` of the JSON in ``path``; empty when it is missing, and a logged skip when it is
-    not JSON or lacks the fields the tuning saved."""
-    try:
-        state = read_json(path)
-        return describe(state) if state else ""
-    except (ValueError, KeyError, TypeError) as error:
-        log.warning("%s skipped: %s", path, error)
-        return ""
+def tuned_weights_line(run: Path) -> str:
+    """What notebook 04 chose for each tuned decoder (its weights, the dev score, how many points it tried;
+    every point when the grid tried one weight); empty before 04 has run."""
+    return " ".join(_choice(tuned) for tuned in tuned_record(run).values())
 
 
-def _joint_choice(state: dict) -> str:
-    tried = ", ".join(f"{w:g}: {100 * c:.1f} %" for w, c in zip(state["weights"], state["cers"]))
-    return f"Joint decoding used CTC weight **{state['ctc_weight']:g}**, the lowest dev CER ({tried})."
+def _choice(tuned: Tuned) -> str:
+    weights = ", ".join(f"{name} **{value:g}**" for name, value in tuned.weights.items())
+    metric = tuned.metric.upper()
+    if len(tuned.weights) == 1:
+        (name,) = tuned.weights
+        tried = ", ".join(f"{p['weights'][name]:g}: {100 * p['score']:.1f} %" for p in tuned.grid)
+        return f"**{tuned.decoder}** used {weights}, the lowest dev {metric} ({tried})."
+    return (f"**{tuned.decoder}** used {weights}, the lowest dev {metric} ({100 * tuned.score:.1f} %) "
+            f"of {len(tuned.grid)} tried.")
 
 
-def _fusion_choice(state: dict) -> str:
-    return (f"With the LM inside the search (joint+lm): CTC weight **{state['ctc_weight']:g}**, alpha "
-            f"**{state['alpha']:g}**, beta **{state['beta']:g}**, the lowest dev CER ({100 * state['cer']:.1f} %) "
-            f"of {len(state['points'])} tried.")
+def missing_decoders(run: Path, decoding: pd.DataFrame) -> list[str]:
+    """Decoders the run's model offers (with a word LM) that ``decoding.json`` has no result for."""
+    from asr_helpers.models.registry import offered_decoders
+    decoded = set(decoding.decoder) if not decoding.empty else set()
+    return [d for d in offered_decoders(RunDir(run).read_config().get("model", "deepspeech2")) if d not in decoded]
 
 
 def analysed_decoder(decoding: pd.DataFrame) -> tuple[str, str] | None:
@@ -265,7 +265,8 @@ def analysed_decoder(decoding: pd.DataFrame) -> tuple[str, str] | None:
         return None
     split = decoding.split.iloc[-1]
     decoders = set(decoding[decoding.split == split].decoder)
-    return split, next(d for d in ("lm", "beam", "greedy", *sorted(decoders)) if d in decoders)
+    ctc_first = [d for d in reversed(DECODERS) if TABLE[d].head == "ctc"]  # lm, beam, greedy: most informed first
+    return split, next(d for d in (*ctc_first, *sorted(decoders)) if d in decoders)
 
 
 def recogs(run: Path, split: str, decoder: str) -> pd.DataFrame:

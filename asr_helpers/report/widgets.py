@@ -14,13 +14,11 @@ from IPython.display import Audio, Pretty, display
 
 from asr_helpers.data.audio import load_audio
 from asr_helpers.data.features import LogMelFeatures
+from asr_helpers.decoding.decoders import TABLE
 from asr_helpers.plots import spectrogram_figure
 
 WIDE = "460px"  # dropdowns wide enough for a LibriSpeech id plus its label
 LABEL = "80px"  # ipywidgets' description width, so every label in a panel lines up
-DECODER_TIPS = {"greedy": "best symbol per frame", "beam": "own prefix beam search", "lm": "beam search + n-gram LM",
-               "attention": "attention decoder, greedy", "attention_beam": "attention decoder, beam search",
-               "joint": "joint CTC/attention beam search", "joint+lm": "joint beam search with the word LM fused in"}
 
 
 class Panel:
@@ -74,8 +72,9 @@ def utterance_browser(frame: pd.DataFrame) -> None:
     utt_box.observe(render, names="value")
 
 
-class Transcriber:
-    """Transcribe one wave with a checkpoint and explain it: log-mel, CTC alignment, beams."""
+class TranscriptExplainer:
+    """Transcribe one wave with a checkpoint and explain it: log-mel, CTC alignment, beams (for the panel;
+    ``inference.transcribe.Transcriber`` is the one that transcribes files)."""
 
     def __init__(self, checkpoint, lm_decoder=None, beam_width: int = 16, attention=None):
         from asr_helpers.training.checkpoint import load_recognizer
@@ -113,27 +112,27 @@ def _uploaded_wave(item: dict) -> torch.Tensor:
         return load_audio(handle.name)
 
 
-def transcription_panel(transcriber: Transcriber, frame: pd.DataFrame) -> None:
+def transcription_panel(explainer: TranscriptExplainer, frame: pd.DataFrame) -> None:
     """Upload a file or pick a test utterance, choose a decoder, see the transcript and why."""
     import ipywidgets as widgets
 
     from asr_helpers.data.audio import AudioError
     from asr_helpers.decoding.ctc import available_decoders
-    decoders = available_decoders(transcriber.lm_decoder, transcriber.attention)
+    decoders = available_decoders(explainer.lm_decoder, explainer.attention)
     pick = widgets.Dropdown(options=list(frame.id), description="utterance", layout=widgets.Layout(width=WIDE))
     upload = widgets.FileUpload(accept="audio/*,.wav,.flac,.ogg", multiple=False, description="upload audio",
                                 layout=widgets.Layout(width="160px"))
     decoder = widgets.ToggleButtons(options=decoders, value=decoders[-1], style={"button_width": "110px"},
-                                    tooltips=[DECODER_TIPS.get(name, name) for name in decoders])
+                                    tooltips=[TABLE[name].label for name in decoders])
     # A Label beside the buttons: ToggleButtons' own description would sit on a line above them.
     decoder_label = widgets.Label("decoder", layout=widgets.Layout(width=LABEL, justify_content="flex-end"))
     first = next(frame.itertuples())
     shown = {"wave": load_audio(first.path), "reference": first.text, "name": None}  # picked or uploaded
     panel = Panel([widgets.HBox([pick, upload]), widgets.HBox([decoder_label, decoder])],
-                  transcriber.views(shown["wave"], decoder.value, shown["reference"])[1])
+                  explainer.views(shown["wave"], decoder.value, shown["reference"])[1])
 
     def redraw(*_):
-        panel.show(transcriber.views(shown["wave"], decoder.value, shown["reference"], shown["name"])[1])
+        panel.show(explainer.views(shown["wave"], decoder.value, shown["reference"], shown["name"])[1])
 
     def from_pick(*_):
         row = next(frame[frame.id == pick.value].itertuples())

@@ -11,7 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from asr_helpers.decoding.ctc import DECODERS
+from asr_helpers.decoding.decoders import DECODERS, TABLE, decoders_for
+
+LM_DECODERS = [d.name for d in TABLE.values() if d.needs_lm]  # those --lm is for
 
 
 def _corpus_synth(args) -> None:
@@ -110,7 +112,7 @@ def _checkpoint_parser(parser: argparse.ArgumentParser) -> None:
     info = actions.add_parser("info", help="what a checkpoint holds and its SHA-256 (read without running code)")
     info.add_argument("checkpoint", type=Path)
     info.set_defaults(func=_checkpoint_info)
-    export = actions.add_parser("export", help="weights, config, tokenizer and tuned LM weights in a small file")
+    export = actions.add_parser("export", help="weights, config, tokenizer and tuned decoding weights in a small file")
     export.add_argument("checkpoint", type=Path, help="e.g. artifacts/runs/demo/best.pt")
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--dtype", choices=("float32", "float16"), default="float32")
@@ -122,86 +124,114 @@ def _checkpoint_parser(parser: argparse.ArgumentParser) -> None:
     convert.set_defaults(func=_checkpoint_convert)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m asr_helpers", description="asr-workbook command line")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log skipped files and details")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    corpus = commands.add_parser("corpus", help="the offline TTS corpus").add_subparsers(dest="action", required=True)
-    synth = corpus.add_parser("synth", help="render speech with Debian TTS voices in LibriSpeech layout")
+def _corpus_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    synth = actions.add_parser("synth", help="render speech with Debian TTS voices in LibriSpeech layout")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--minutes", type=float, default=60.0)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=None)
     synth.set_defaults(func=_corpus_synth)
-    index = corpus.add_parser("index", help="index a LibriSpeech-layout root and print a summary")
+    index = actions.add_parser("index", help="index a LibriSpeech-layout root and print a summary")
     index.add_argument("--root", type=Path, required=True)
     index.add_argument("--split", nargs="+", required=True)
     index.set_defaults(func=_corpus_index)
 
-    download = commands.add_parser("download", help="verified, resumable downloads").add_subparsers(dest="what", required=True)
-    libri = download.add_parser("librispeech", help="LibriSpeech splits (mounted copies are used when found)")
+
+def _download_parser(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_subparsers(dest="what", required=True)
+    libri = what.add_parser("librispeech", help="LibriSpeech splits (mounted copies are used when found)")
     libri.add_argument("--split", nargs="+", required=True)
     libri.add_argument("--root", type=Path, default=None)
     libri.set_defaults(func=_download_librispeech)
-    ckpt = download.add_parser("checkpoint", help="a model checkpoint by URL and SHA-256")
+    ckpt = what.add_parser("checkpoint", help="a model checkpoint by URL and SHA-256")
     ckpt.add_argument("--url", required=True)
     ckpt.add_argument("--sha256", required=True)
     ckpt.add_argument("--out", type=Path, required=True)
     ckpt.set_defaults(func=_download_checkpoint)
-    _lm_download_parser(download.add_parser("lm", help="an OpenSLR resource 11 language model"))
-    _checkpoint_parser(commands.add_parser("checkpoint", help="inspect, export for publishing, convert trusted files"))
+    _lm_download_parser(what.add_parser("lm", help="an OpenSLR resource 11 language model"))
 
-    lm = commands.add_parser("lm", help="n-gram language models").add_subparsers(dest="action", required=True)
-    build = lm.add_parser("build", help="build an ARPA + KenLM binary from a text file")
+
+def _lm_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    build = actions.add_parser("build", help="build an ARPA + KenLM binary from a text file")
     build.add_argument("--text", type=Path, required=True)
     build.add_argument("--order", type=int, default=3)
     build.add_argument("--out", type=Path, required=True)
     build.set_defaults(func=_lm_build)
-    _lm_download_parser(lm.add_parser("download", help="same as `download lm`"))
+    _lm_download_parser(actions.add_parser("download", help="same as `download lm`"))
 
-    train = commands.add_parser("train", help="train from a YAML config (what torchrun launches)")
-    train.add_argument("--config", type=Path, default=None)
-    train.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config values")
-    train.set_defaults(func=_train)
 
-    transcribe = commands.add_parser("transcribe", help="write <name>.txt for each audio file")
-    transcribe.add_argument("--checkpoint", type=Path, required=True)
-    transcribe.add_argument("--input", type=Path, nargs="+", required=True, help="audio files or folders")
-    transcribe.add_argument("--output", type=Path, required=True)
-    transcribe.add_argument("--decoder", choices=DECODERS, default="beam")
-    transcribe.add_argument("--lm", type=Path, default=None, help="KenLM model (arpa or binary) for --decoder lm or joint+lm")
-    transcribe.add_argument("--beam-width", type=int, default=32)
-    transcribe.add_argument("--attention-beam", type=int, default=8, help="beam of the attention decoders (model: las)")
-    transcribe.add_argument("--ctc-weight", type=float, default=None,
-                            help="CTC prefix score weight of --decoder joint and joint+lm (default: tuned in 04, else 0.3 and 0.8)")
-    transcribe.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per model batch")
-    transcribe.add_argument("--pool-size", type=int, default=2, help="processes for --decoder lm")
-    transcribe.set_defaults(func=_transcribe)
+def _train_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config values")
+    parser.set_defaults(func=_train)
 
-    score = commands.add_parser("score", help="corpus WER/CER of a predictions folder against references")
-    score.add_argument("--references", type=Path, required=True)
-    score.add_argument("--predictions", type=Path, required=True)
-    score.set_defaults(func=_score)
 
-    bench = commands.add_parser("bench", help="throughput benchmarks (JSON line on stdout)")
-    bench.add_argument("what", choices=("train", "data", "decode", "transcribe", "gpu-check"))
-    bench.add_argument("--model", default="small")
-    bench.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
-    bench.add_argument("--device", default="auto")
-    bench.add_argument("--precision", default="auto")
-    bench.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio seconds per batch")
-    bench.add_argument("--workers", type=int, default=2)
-    bench.add_argument("--compare-baseline", action="store_true")
-    bench.add_argument("--rnn-type", choices=("gru", "lstm"), default=None, help="default: the preset's")
-    bench.add_argument("--checkpoint", type=Path, default=None, help="transcribe: the model to time")
-    bench.add_argument("--lm", type=Path, default=None, help="transcribe: KenLM for --decoder lm (default: the offline corpus's)")
-    bench.add_argument("--utterances", type=int, default=500, help="transcribe: files to transcribe")
-    bench.add_argument("--decoders", nargs="+", choices=DECODERS, default=["greedy", "beam", "lm"],
-                       help="transcribe: decoders to time (the attention ones need a model: las checkpoint)")
-    bench.add_argument("--time-stride", type=int, default=None, help="output frame every N*10 ms (default: the preset's)")
-    bench.add_argument("--quick", action="store_true", help="gpu-check: every part shrunk to seconds")
-    bench.set_defaults(func=_bench)
+def _transcribe_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--input", type=Path, nargs="+", required=True, help="audio files or folders")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--decoder", choices=DECODERS, default="beam",
+                        help="; ".join(f"{d.name}: {d.label}" for d in TABLE.values()))
+    parser.add_argument("--lm", type=Path, default=None,
+                        help=f"KenLM model (arpa or binary) for --decoder {' or '.join(LM_DECODERS)}")
+    parser.add_argument("--beam-width", type=int, default=32)
+    parser.add_argument("--attention-beam", type=int, default=8, help="beam of the attention decoders (model: las)")
+    parser.add_argument("--ctc-weight", type=float, default=None,
+                        help="the CTC prefix score's weight in the search of the chosen --decoder (joint and "
+                             "joint+lm each have their own; default: the one 04 tuned for that decoder); not the "
+                             "training loss weight")
+    parser.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per model batch")
+    parser.add_argument("--pool-size", type=int, default=2, help="processes for --decoder lm")
+    parser.set_defaults(func=_transcribe)
+
+
+def _score_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--references", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True)
+    parser.set_defaults(func=_score)
+
+
+def _bench_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=("train", "data", "decode", "transcribe", "gpu-check"))
+    parser.add_argument("--model", default="small")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio seconds per batch")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--compare-baseline", action="store_true")
+    parser.add_argument("--rnn-type", choices=("gru", "lstm"), default=None, help="default: the preset's")
+    parser.add_argument("--arch", default="deepspeech2", help="train: the model of models.registry to train")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="transcribe: the model to time")
+    parser.add_argument("--lm", type=Path, default=None, help="transcribe: KenLM for --decoder lm (default: the offline corpus's)")
+    parser.add_argument("--utterances", type=int, default=500, help="transcribe: files to transcribe")
+    parser.add_argument("--decoders", nargs="+", choices=DECODERS, default=decoders_for({"ctc"}),
+                        help="transcribe: decoders to time (the attention ones need a model: las checkpoint)")
+    parser.add_argument("--time-stride", type=int, default=None, help="output frame every N*10 ms (default: the preset's)")
+    parser.add_argument("--quick", action="store_true", help="gpu-check: every part shrunk to seconds")
+    parser.set_defaults(func=_bench)
+
+
+COMMANDS = (  # (name, help, the function that adds its arguments)
+    ("corpus", "the offline TTS corpus", _corpus_parser),
+    ("download", "verified, resumable downloads", _download_parser),
+    ("checkpoint", "inspect, export for publishing, convert trusted files", _checkpoint_parser),
+    ("lm", "n-gram language models", _lm_parser),
+    ("train", "train from a YAML config (what torchrun launches)", _train_parser),
+    ("transcribe", "write <name>.txt for each audio file", _transcribe_parser),
+    ("score", "corpus WER/CER of a predictions folder against references", _score_parser),
+    ("bench", "throughput benchmarks (JSON line on stdout)", _bench_parser),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m asr_helpers", description="asr-workbook command line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log skipped files and details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text, add_arguments in COMMANDS:
+        add_arguments(commands.add_parser(name, help=text))
     return parser
 
 

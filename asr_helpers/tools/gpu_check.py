@@ -25,10 +25,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from asr_helpers.tools.bench import bench_train, ctc_train_step, loader_throughput, synchronize
-from asr_helpers.tools.gpu_plan import HEADROOM, T4_USABLE_GIB, fit_batch_seconds, student_gpu_estimates
-from asr_helpers.models.deepspeech2 import model_config
+from asr_helpers.data.dataset import Batch
 from asr_helpers.runtime import resolve_device
+from asr_helpers.tools.bench_data import loader_throughput
+from asr_helpers.tools.bench_train import bench_model, bench_train, scratch_artifacts, step_trainer, synchronize
+from asr_helpers.tools.gpu_plan import HEADROOM, T4_USABLE_GIB, fit_batch_seconds, student_gpu_estimates
 
 # Optional imports of the package; the check reports which of them this machine lacks.
 OPTIONAL_MODULES = ("soundfile", "jiwer", "sentencepiece", "wandb", "pyctcdecode", "kenlm", "matplotlib", "papermill")
@@ -143,51 +144,49 @@ def _matmul_part(size: CheckSize, device: torch.device) -> dict:
 
 
 def _bench_runs(size: CheckSize, device: torch.device) -> dict[str, Callable[[], dict]]:
-    """``bench train`` per model and precision (the baseline at the first precision), ``base`` at time stride 3."""
-    def run(model: str, precision: str, baseline: bool = False, stride: int | None = None) -> Callable[[], dict]:
+    """``bench train`` per model and precision (the baseline at the first precision), ``base`` at time stride 3,
+    and the joint CTC/attention model (``las``) at the first model and precision."""
+    def run(model: str, precision: str, baseline: bool = False, stride: int | None = None,
+            arch: str = "deepspeech2") -> Callable[[], dict]:
         return lambda: bench_train(model, size.bench_seconds, device.type, precision, size.bench_batch_seconds,
-                                   compare_baseline=baseline, utterances=size.bench_utterances, time_stride=stride)
-    runs = {f"{m}_{p}": run(m, p, baseline=m in size.baseline_models and p == size.precisions[0])
+                                   compare_baseline=baseline, utterances=size.bench_utterances, time_stride=stride,
+                                   arch=arch)
+    first = size.precisions[0]
+    runs = {f"{m}_{p}": run(m, p, baseline=m in size.baseline_models and p == first)
             for m in size.models for p in size.precisions}
     model = "base" if "base" in size.models else size.models[0]
-    runs[f"{model}_{size.precisions[0]}_stride3"] = run(model, size.precisions[0], stride=3)
+    runs[f"{model}_{first}_stride3"] = run(model, first, stride=3)
+    runs[f"{size.models[0]}_{first}_las"] = run(size.models[0], first, arch="las")
     return runs
 
 
-def _worst_batch(n: int, device: torch.device, vocab: int = 29):
+def _worst_batch(n: int, device: torch.device, vocab: int = 29) -> Batch:
+    """``n`` utterances of the longest length a batch can hold, on the device."""
     samples = int(WORST_UTTERANCE_SECONDS * 16000)
     waves = 0.1 * torch.randn(n, samples, device=device)
     lengths = torch.full((n,), samples, device=device)
     target_lengths = torch.full((n,), int(WORST_UTTERANCE_SECONDS * 12), device=device)
     targets = torch.randint(1, vocab, (int(target_lengths.sum()),), device=device)
-    return waves, lengths, targets, target_lengths
+    return Batch(waves, lengths, targets, target_lengths, [""] * n, [str(i) for i in range(n)])
 
 
-def _model_and_optimizer(preset: str, device: torch.device, precision: str):
-    from asr_helpers.data.features import LogMelFeatures
-    from asr_helpers.models.deepspeech2 import DeepSpeech2
-    config = model_config(preset, 29, rnn_mode="packed" if device.type == "cuda" else "masked")
-    model = DeepSpeech2(config).to(device).train()
-    features = LogMelFeatures.for_model(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    return model, features, optimizer, scaler
+def _rnn_mode(device: torch.device) -> str:
+    return "packed" if device.type == "cuda" else "masked"
 
 
 def _memory_part(size: CheckSize, device: torch.device) -> dict:
     """Peak GPU memory of ``base`` under fp16 for batches of 20 s utterances, and what fits a T4."""
     if device.type != "cuda":
         return {"skipped": "needs a GPU"}
-    model, features, optimizer, scaler = _model_and_optimizer("base", device, "fp16")
+    trainer = step_trainer(bench_model("deepspeech2", "base", _rnn_mode(device)), device, "fp16")
     peaks, result = {}, {"utterance_seconds": WORST_UTTERANCE_SECONDS, "peak_gib": {}}
     for batch_seconds in size.memory_batch_seconds:
-        waves, lengths, targets, target_lengths = _worst_batch(max(1, int(batch_seconds // WORST_UTTERANCE_SECONDS)), device)
+        batch = _worst_batch(max(1, int(batch_seconds // WORST_UTTERANCE_SECONDS)), device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         try:
             for _ in range(2):
-                feats, frame_lengths = features(waves, lengths)
-                ctc_train_step(model, optimizer, scaler, feats, frame_lengths, targets, target_lengths, device, "fp16")
+                trainer.train_step(batch)
             synchronize(device)
         except torch.cuda.OutOfMemoryError:
             result["peak_gib"][str(batch_seconds)] = "out of memory"
@@ -199,38 +198,48 @@ def _memory_part(size: CheckSize, device: torch.device) -> dict:
     return result
 
 
-def _ctc_part(size: CheckSize, device: torch.device) -> dict:
-    """The first steps from a fresh model in half precision: any infinite or NaN loss, gradient or CTC term."""
-    from torch.nn import functional as F
-
-    from asr_helpers.training.evaluation import autocast_context
-    from asr_helpers.data.text import CharTokenizer
+def _tone_batch(size: CheckSize, tokenizer) -> Batch:
+    """Tone-coded utterances (one tone per letter) of the check's lengths, as the loader would batch them."""
     from asr_helpers.data.tone_corpus import random_text, tone_wave
-    precision = "fp16" if device.type == "cuda" else size.precisions[0]
-    model, features, optimizer, scaler = _model_and_optimizer(size.ctc_model, device, precision)
-    rng, tokenizer = np.random.default_rng(0), CharTokenizer()
+    rng = np.random.default_rng(0)
     count = max(2, int(size.trainer_batch_seconds / sum(size.utterance_seconds) * 2))
     texts = [random_text(float(rng.uniform(*size.utterance_seconds)), rng) for _ in range(count)]
     waves = [torch.from_numpy(tone_wave(t)) for t in texts]
-    lengths = torch.tensor([len(w) for w in waves], device=device)
-    padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).to(device)
     ids = [torch.tensor(tokenizer.encode(t)) for t in texts]
-    targets, target_lengths = torch.cat(ids).to(device), torch.tensor([len(i) for i in ids], device=device)
+    return Batch(torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves]),
+                 torch.cat(ids), torch.tensor([len(i) for i in ids]), texts, [str(i) for i in range(count)])
+
+
+def _infinite_ctc_terms(model, batch: Batch, device: torch.device, precision: str) -> int:
+    """Utterances of ``batch`` whose CTC term is infinite (targets the frames cannot hold) under ``precision``."""
+    from torch.nn import functional as F
+
+    from asr_helpers.training.evaluation import autocast_context
+    with torch.no_grad(), autocast_context(device, precision):
+        output = model(batch)
+    terms = F.ctc_loss(output.log_probs.float().transpose(0, 1), batch.targets, output.lengths, batch.target_lengths,
+                       blank=model.tokenizer.blank_id, reduction="none", zero_infinity=False)
+    return int((~torch.isfinite(terms)).sum())
+
+
+def _ctc_part(size: CheckSize, device: torch.device) -> dict:
+    """The first Trainer steps from a fresh model in half precision: any infinite or NaN loss, gradient or CTC term."""
+    precision = "fp16" if device.type == "cuda" else size.precisions[0]
+    model = bench_model("deepspeech2", size.ctc_model, _rnn_mode(device))
+    trainer = step_trainer(model, device, precision, size.ctc_steps)
+    batch = _tone_batch(size, model.tokenizer).to(device)
     losses, infinite_terms, bad_grads = [], 0, 0
     for _ in range(size.ctc_steps):
-        feats, frame_lengths = features(padded, lengths)
-        with torch.no_grad(), autocast_context(device, precision):
-            log_probs, out_lengths = model(feats, frame_lengths)
-        terms = F.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths,
-                           blank=tokenizer.blank_id, reduction="none", zero_infinity=False)
-        infinite_terms += int((~torch.isfinite(terms)).sum())
-        loss, grad_norm = ctc_train_step(model, optimizer, scaler, feats, frame_lengths, targets, target_lengths,
-                                         device, precision)
-        losses.append(float(loss))
-        bad_grads += not math.isfinite(float(grad_norm))
-    return {"precision": precision, "steps": len(losses), "losses": [round(v, 4) for v in losses],
-            "nonfinite_losses": sum(not math.isfinite(v) for v in losses), "infinite_ctc_terms": infinite_terms,
-            "nonfinite_grad_steps": bad_grads, "final_loss_scale": scaler.get_scale() if scaler.is_enabled() else None}
+        infinite_terms += _infinite_ctc_terms(model, batch, device, precision)
+        step = trainer.train_step(batch)  # a non-finite loss is skipped: loss and gradient norm are None
+        losses.append(step["loss"])
+        bad_grads += step["grad_norm"] is None or not math.isfinite(step["grad_norm"])
+    scaler = trainer.scaler
+    return {"precision": precision, "steps": len(losses),
+            "losses": [None if v is None else round(v, 4) for v in losses],
+            "nonfinite_losses": sum(v is None or not math.isfinite(v) for v in losses),
+            "infinite_ctc_terms": infinite_terms, "nonfinite_grad_steps": bad_grads, "skips": dict(trainer.skips),
+            "final_loss_scale": scaler.get_scale() if scaler.is_enabled() else None}
 
 
 def _write_corpus(size: CheckSize, root: Path) -> dict:
@@ -312,26 +321,10 @@ def _torch_threads(count: int | None):
         torch.set_num_threads(previous)
 
 
-@contextlib.contextmanager
-def _scratch_artifacts(folder: Path):
-    """Point runs, caches and artifacts at ``folder`` for the check, then restore the environment."""
-    names = ("ASR_ARTIFACTS_DIR", "ASR_CACHE_DIR", "ASR_RUNS_DIR")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: str(folder / name.lower()) for name in names})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def summarize(result: dict) -> dict:
     """The figures the week plan needs, pulled from the parts (missing parts give None)."""
     bench = result.get("bench", {})
-    main = next((v for k, v in bench.items() if k.startswith("base_") and "stride" not in k and "error" not in v), {})
+    main = next((v for k, v in bench.items() if k in ("base_fp16", "base_bf16", "base_fp32") and "error" not in v), {})
     stride3 = next((v for k, v in bench.items() if k.endswith("stride3")), {})
     trainer, loader = result.get("trainer", {}), result.get("loader", {})
     ratio = None
@@ -362,7 +355,7 @@ def gpu_check(quick: bool = False, device: str = "auto") -> dict:
     # One torch thread on a CPU: on a shared, oversubscribed CPU two spinning threads made a step 15x
     # slower than one (27 s against 1.8 s), so CPU figures are per core, a lower bound.
     threads = 1 if dev.type == "cpu" else None
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, _scratch_artifacts(Path(tmp)), _torch_threads(threads):
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, scratch_artifacts(Path(tmp)), _torch_threads(threads):
         root = Path(tmp) / "LibriSpeech"
         parts = {"corpus": lambda: _write_corpus(size, root), "matmul": lambda: _matmul_part(size, dev),
                  **{f"bench/{name}": run for name, run in _bench_runs(size, dev).items()},

@@ -12,7 +12,6 @@ old or foreign one is an explicit ``convert_trusted`` step for a file the user t
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
@@ -23,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_helpers.models.las import JointConfig, JointCTCAttention
-from asr_helpers.models.deepspeech2 import DeepSpeech2, config_from_dict
-from asr_helpers.models.recognizer import CTCRecognizer, JointRecognizer
+from asr_helpers.models.deepspeech2 import DeepSpeech2
+from asr_helpers.models.recognizer import SpeechModel
+from asr_helpers.models.registry import model_spec
 from asr_helpers.data.text import tokenizer_from_dict
+from asr_helpers.decoding.tuned import Tuned, read_record, record_from_state
 
 _KEPT_AS_IS = (torch.Tensor, torch.Size, str, int, float, bool, bytes, type(None), torch.dtype, torch.device)
 
@@ -146,35 +146,37 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[DeepSpee
     return recognizer.net, tokenizer, train_config
 
 
-def load_recognizer(path: Path, device: str | torch.device = "cpu") -> tuple[CTCRecognizer, object, dict]:
-    """(the checkpoint's recognizer in eval mode, without SpecAugment: ``CTCRecognizer`` or, when it
-    holds an attention decoder, ``JointRecognizer``; tokenizer; training config)."""
+def checkpoint_model(state: dict) -> str:
+    """The registry name of the model a checkpoint or export holds: its training config's ``model``
+    (files written before there was a second model have none, and hold DeepSpeech2)."""
+    return state.get("train_config", {}).get("model", "deepspeech2")
+
+
+def load_recognizer(path: Path, device: str | torch.device = "cpu") -> tuple[SpeechModel, object, dict]:
+    """(the checkpoint's recognizer in eval mode, without SpecAugment, of the class the registry names
+    for ``checkpoint_model``; tokenizer; training config)."""
     state = load_checkpoint(path, map_location=device)
-    try:
-        tokenizer = tokenizer_from_dict(state["tokenizer"])
-        if "joint_config" in state:
-            joint = JointCTCAttention(JointConfig.from_dict(state["joint_config"]), tokenizer.blank_id)
-            joint.load_state_dict(state["model"])
-            recognizer = JointRecognizer(joint, tokenizer)
-        else:
-            net = DeepSpeech2(config_from_dict(state["model_config"]))
-            net.load_state_dict(state["model"])
-            recognizer = CTCRecognizer(net, tokenizer)
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{path} does not describe a model this package can build ({str(error).splitlines()[0]})") from None
+    recognizer, tokenizer = recognizer_from_state(state, path)
     return recognizer.to(device).eval(), tokenizer, state.get("train_config", {})
 
 
-def tuned_params(checkpoint: Path, name: str) -> tuple[dict, Path] | None:
-    """The tuned decoding weights saved as JSON file ``name`` next to a checkpoint file (or in a
-    checkpoint folder), else those an export carries inside (a re-tune next to the file wins over
-    the export's), with where they came from; None when neither has them."""
+def recognizer_from_state(state: dict, path: Path) -> tuple[SpeechModel, object]:
+    """The recognizer (in training mode, on the state's device) and tokenizer of a checkpoint read from ``path``."""
+    try:
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+        return model_spec(checkpoint_model(state)).recognizer.from_checkpoint(state, tokenizer), tokenizer
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path} does not describe a model this package can build ({str(error).splitlines()[0]})") from None
+
+
+def tuned_record(checkpoint: Path) -> dict[str, Tuned]:
+    """The decoding weights tuned for a checkpoint file (or a checkpoint folder), keyed by decoder: those an
+    export carries inside, overridden by the record in its folder (a re-tune next to the file wins)."""
     checkpoint = Path(checkpoint)
-    beside = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / name
-    if beside.is_file():
+    embedded = {}
+    if checkpoint.is_file():
         try:
-            return json.loads(beside.read_text()), beside
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{beside} is not valid JSON ({error})") from None
-    embedded = load_checkpoint(checkpoint, mmap=True).get(Path(name).stem) if checkpoint.is_file() else None
-    return None if embedded is None else (embedded, checkpoint)
+            embedded = record_from_state(load_checkpoint(checkpoint, mmap=True))
+        except ValueError as error:
+            raise ValueError(f"{checkpoint}: {error}") from None
+    return {**embedded, **read_record(checkpoint if checkpoint.is_dir() else checkpoint.parent)}

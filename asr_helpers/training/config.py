@@ -2,7 +2,8 @@
 
 Unknown keys are an error (a typo must not silently fall back to a default), and so is a
 value of the wrong type: ``check_parameters`` compares each value with its annotation and
-names the parameter, the value and the expected type in one line.
+names the parameter, the value and the expected type in one line. ``model`` names a model of
+``models.registry``; the settings only one model reads (its section) are checked by that model.
 """
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
+from asr_helpers.models.registry import TABLE, model_spec, section_values
+
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-MODELS = ("deepspeech2", "las")
-ATTENTION_KINDS = ("location", "dot")  # the las decoder's attention (attention.DecoderConfig)
 AUGMENT_LEVELS = ("none", "light", "full")
 
 
@@ -60,14 +61,9 @@ class TrainConfig:
         check_parameters(typing.get_type_hints(type(self)), {f.name: getattr(self, f.name) for f in fields(self)})
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
-        if not 0.0 <= self.ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight must lie in [0, 1], got {self.ctc_weight!r}")
-        if self.guided_attention < 0.0:
-            raise ValueError(f"guided_attention must not be negative, got {self.guided_attention!r}")
-        if self.attention not in ATTENTION_KINDS:
-            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, not {self.attention!r}")
+        model_spec(self.model)
+        for spec in TABLE.values():  # every model's section, so a typo is caught whichever model trains
+            spec.check(section_values(spec.name, self.to_dict()))
         if self.augment not in AUGMENT_LEVELS:
             raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, not {self.augment!r}")
         for name in ("epochs", "batch_seconds", "lr", "grad_accum", "max_seconds"):
@@ -86,6 +82,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def model_settings(self) -> dict:
+        """The section of ``model``: the settings only that model reads, as ``build_model`` takes them."""
+        return section_values(self.model, self.to_dict())
 
 
 _TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list",

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from asr_helpers.data.dataset import Batch, LengthBucketSampler, SpeechDataset, collate
 from asr_helpers.decoding.ctc import Encoding
 from asr_helpers.data.manifest import Utterance
-from asr_helpers.models.recognizer import CTCRecognizer, ModelOutput, SpeechModel
+from asr_helpers.models.recognizer import ModelOutput, SpeechModel
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _outputs_by_batch(model, utterances: list[Utterance], tokenizer, device: tor
                 yield batch, model(batch)
 
 
-def compute_outputs(model: CTCRecognizer, utterances: list[Utterance], tokenizer, device: torch.device,
+def compute_outputs(model: SpeechModel, utterances: list[Utterance], tokenizer, device: torch.device,
                     precision: str = "fp32", batch_seconds: float = 200.0, num_workers: int = 0) -> ModelOutputs:
     """Log-probs (and encoder states, for a joint model) of every utterance in the given order, and the mean dev loss."""
     found: dict[str, tuple[str, np.ndarray, np.ndarray | None]] = {}

@@ -1,4 +1,4 @@
-"""A small checkpoint to publish: weights, model config, tokenizer and tuned LM weights.
+"""A small checkpoint to publish: weights, model config, tokenizer and tuned decoding weights.
 
 ``best.pt`` also carries the AdamW state (two more copies of the weights), RNG states and
 the sampler position, which only resuming needs. The export keeps what inference needs, as
@@ -7,44 +7,35 @@ read it like any checkpoint and nobody has to trust it to load it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from asr_helpers.training.checkpoint import load_checkpoint, save_atomic, tuned_params
+from asr_helpers.training.checkpoint import load_checkpoint, recognizer_from_state, save_atomic, tuned_record
 from asr_helpers.data.download import file_digest
-from asr_helpers.training.rundir import FUSION_PARAMS, JOINT_PARAMS, LM_PARAMS
+from asr_helpers.decoding.tuned import record_from_state
 
 EXPORT_FORMAT = "asr-workbook-export/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Path:
-    """Write the inference part of ``checkpoint`` to ``out``, with the tuned weights from ``lm_params.json``
-    (and a joint model's ``joint_params.json`` and ``fusion_params.json``) next to it when there are
-    some; floating weights are stored as ``dtype``."""
-    from asr_helpers.decoding.lm import load_lm_params
+    """Write the inference part of ``checkpoint`` to ``out``, with the decoding weights tuned for it (the
+    record ``tuned.json`` beside it, as ``tuned``); floating weights are stored as ``dtype``."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
     checkpoint, out = Path(checkpoint), Path(out)
     if checkpoint.resolve() == out.resolve():
         raise ValueError(f"export {checkpoint} to another file, not over itself")
     state = load_checkpoint(checkpoint)
+    entries = recognizer_from_state(state, checkpoint)[0].checkpoint_entries()  # the model's weights and settings
     weights = {name: tensor.to(DTYPES[dtype]) if tensor.is_floating_point() else tensor
-               for name, tensor in state["model"].items()}
-    exported = {"format": EXPORT_FORMAT, "model": _one_buffer(weights), "model_config": state["model_config"],
-                "tokenizer": state["tokenizer"], "train_config": state.get("train_config", {}),
-                "step": state.get("step"), "best_wer": state.get("best_wer")}
-    if "joint_config" in state:
-        exported["joint_config"] = state["joint_config"]
-    try:
-        exported[Path(LM_PARAMS).stem] = asdict(load_lm_params(checkpoint))
-    except FileNotFoundError:
-        pass
-    for name in (JOINT_PARAMS, FUSION_PARAMS):
-        if (found := tuned_params(checkpoint, name)) is not None:
-            exported[Path(name).stem] = found[0]
+               for name, tensor in entries.pop("model").items()}
+    exported = {"format": EXPORT_FORMAT, "model": _one_buffer(weights), **entries, "tokenizer": state["tokenizer"],
+                "train_config": state.get("train_config", {}), "step": state.get("step"),
+                "best_wer": state.get("best_wer")}
+    if tuned := tuned_record(checkpoint):
+        exported["tuned"] = {decoder: entry.to_dict() for decoder, entry in tuned.items()}
     save_atomic(exported, out)
     return out
 
@@ -70,14 +61,13 @@ def describe(path: Path) -> str:
     tensors = [t for t in state["model"].values() if t.is_floating_point()]
     parameters = sum(t.numel() for t in tensors)
     train = state.get("train_config", {})
-    lm = state.get("lm_params")
-    lm_text = f"tuned LM alpha={lm['alpha']} beta={lm['beta']}" if lm else "no tuned LM weights"
-    if joint := state.get("joint_params"):
-        lm_text += f", joint ctc_weight={joint.get('ctc_weight')}"
-    if fusion := state.get("fusion_params"):
-        lm_text += (f", joint+lm ctc_weight={fusion.get('ctc_weight')} alpha={fusion.get('alpha')} "
-                    f"beta={fusion.get('beta')}")
+    try:
+        tuned = record_from_state(state)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    tuned_text = ("tuned " + ", ".join(f"{decoder} {entry.settings()}" for decoder, entry in tuned.items())
+                  if tuned else "no tuned decoding weights")
     return (f"{path}: {kind}, {train.get('model_size', '?')} model, {parameters / 1e6:.2f} M weights "
             f"({tensors[0].dtype if tensors else '?'}), {state.get('tokenizer', {}).get('kind', '?')} tokenizer, "
-            f"step {state.get('step', '?')}, {lm_text}; {Path(path).stat().st_size / 1e6:.1f} MB, "
+            f"step {state.get('step', '?')}, {tuned_text}; {Path(path).stat().st_size / 1e6:.1f} MB, "
             f"sha256 {file_digest(path, 'sha256')}")

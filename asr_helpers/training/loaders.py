@@ -1,6 +1,6 @@
 """Everything a training run reads, built from a ``TrainConfig``: corpus, manifests, tokenizer, loaders.
 
-``build_data`` is the data half of a run (``recognizer.build_model`` is the model half and
+``build_data`` is the data half of a run (``registry.build_model`` is the model half and
 ``trainer.Trainer`` the loop); it knows nothing about the model except, through
 ``keep_learnable``, which utterances the model says it can learn.
 """

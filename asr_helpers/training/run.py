@@ -1,7 +1,7 @@
 """A training run from a ``TrainConfig``: data, model and loop put together, on one device or with DDP.
 
 ``train`` is what notebook 03 and ``python -m asr_helpers train`` call: ``data.build_data`` reads
-the corpus, ``recognizer.build_model`` makes the network for that vocabulary, and
+the corpus, ``registry.build_model`` makes the network for that vocabulary, and
 ``trainer.Trainer`` runs the loop. ``launch`` relaunches itself under ``torchrun`` when several
 GPUs are visible.
 """
@@ -13,7 +13,7 @@ import torch.distributed as dist
 from asr_helpers.training.config import TrainConfig
 from asr_helpers.training.loaders import build_data, describe
 from asr_helpers.training.distributed import placement
-from asr_helpers.models.recognizer import build_model
+from asr_helpers.models.registry import build_model
 from asr_helpers.training.rundir import RunDir
 from asr_helpers.runtime import seed_everything
 from asr_helpers.training.trainer import Trainer
@@ -25,9 +25,8 @@ def build_trainer(config: TrainConfig) -> Trainer:
     seed_everything(config.seed)
     data = build_data(config, place.rank, place.world, pin_memory=place.device.type == "cuda")
     rnn_mode = config.rnn_mode if config.rnn_mode != "auto" else ("packed" if place.device.type == "cuda" else "masked")
-    model = build_model(config.model_size, data.tokenizer, rnn_mode=rnn_mode, augment=config.augment,
-                        model=config.model, ctc_weight=config.ctc_weight, guided_attention=config.guided_attention,
-                        attention=config.attention)
+    model = build_model(config.model, config.model_size, data.tokenizer, config.model_settings(), rnn_mode=rnn_mode,
+                        augment=config.augment)
     dropped = data.keep_learnable(model.learnable)
     if dropped:
         print(f"dropped {dropped} training utterances whose transcript is too long for CTC")

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_helpers import paths
-
-LM_PARAMS = "lm_params.json"  # tuned alpha/beta, kept next to the checkpoint they were tuned for
-FUSION_PARAMS = "fusion_params.json"  # the joint search's LM fusion weights (CTC weight, alpha, beta), tuned on dev
-JOINT_PARAMS = "joint_params.json"  # the joint CTC/attention search's CTC weight, tuned on dev
+from asr_helpers.decoding.decoders import file_safe
+from asr_helpers.decoding.tuned import TUNED_FILE
 
 
 def read_json(path: Path) -> dict:
@@ -71,16 +69,9 @@ class RunDir:
         return self.path / "decoding.json"
 
     @property
-    def lm_params(self) -> Path:
-        return self.path / LM_PARAMS
-
-    @property
-    def fusion_params(self) -> Path:
-        return self.path / FUSION_PARAMS
-
-    @property
-    def joint_params(self) -> Path:
-        return self.path / JOINT_PARAMS
+    def tuned(self) -> Path:
+        """Every decoder's weights tuned on dev by notebook 04 (``decoding.tuned``), next to the checkpoint."""
+        return self.path / TUNED_FILE
 
     def media_file(self, name: str, step: int, suffix: str) -> Path:
         """A logged image or sound: ``media/<name, / as _>-<step>.<suffix>`` (``train/spectrogram`` at step 40
@@ -95,7 +86,11 @@ class RunDir:
         return self.path / name
 
     def recogs(self, split: str, decoder: str) -> Path:
-        return self.path / f"recogs-{split}-{decoder.replace('+', '_')}.txt"
+        return self.path / f"recogs-{split}-{file_safe(decoder)}.txt"
+
+    def logprobs(self, split: str) -> Path:
+        """A split's model outputs, cached by ``inference.comparison`` so every decoder reuses them."""
+        return self.path / f"logprobs-{split}.npz"
 
     def read_config(self) -> dict:
         return read_json(self.config)

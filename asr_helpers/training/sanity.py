@@ -4,12 +4,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
 from asr_helpers.data.dataset import SpeechDataset, collate
 from asr_helpers.data.manifest import index_split
-from asr_helpers.models.recognizer import build_model
+from asr_helpers.models.registry import build_model, model_spec
 from asr_helpers.data.text import CharTokenizer
 
 
@@ -19,26 +20,25 @@ class OverfitResult:
     targets: list[str]
     predictions: list[str]                 # the model's quick decoding (CTC greedy; attention greedy without CTC)
     seconds: float
-    other_predictions: dict[str, list[str]] = field(default_factory=dict)  # e.g. attention greedy of a las model
+    other_predictions: dict[str, list[str]] = field(default_factory=dict)  # the model's other quick decodings
 
 
 def overfit_one_batch(root: Path, split: str, model_size: str = "small", batch_size: int = 6,
                       max_steps: int = 400, lr: float = 2e-3, target_loss: float = 0.1,
-                      seed: int = 0, model: str = "deepspeech2", ctc_weight: float = 0.3,
-                      attention: str = "location") -> OverfitResult:
+                      seed: int = 0, model: str = "deepspeech2",
+                      settings: Mapping[str, object] | None = None) -> OverfitResult:
     """Train on the ``batch_size`` shortest utterances until the loss is below ``target_loss`` and
     every quick decoding reproduces them (or ``max_steps`` run out).
 
-    The model is the one ``build_model`` gives training (``model`` ``las`` adds the attention
-    decoder), without SpecAugment and, for the attention loss, without label smoothing: smoothing
-    keeps a memorised batch's loss above ~0.6, and this test asks whether the loss can reach zero.
+    The model is the one ``build_model`` gives training for ``model`` and its ``settings``, without
+    SpecAugment and with the registry's ``one_batch`` overrides (e.g. no label smoothing, which keeps
+    a memorised batch's loss above ~0.6): this test asks whether the loss can reach zero.
     """
     torch.manual_seed(seed)
     tokenizer = CharTokenizer()
     utterances = sorted(index_split(root, split).utterances, key=lambda u: (u.seconds, u.id))[:batch_size]
     batch = collate([SpeechDataset(utterances, tokenizer)[i] for i in range(len(utterances))])
-    recognizer = build_model(model_size, tokenizer, model=model, ctc_weight=ctc_weight, label_smoothing=0.0,
-                             attention=attention)
+    recognizer = build_model(model, model_size, tokenizer, {**(settings or {}), **model_spec(model).one_batch})
     optimizer = torch.optim.Adam(recognizer.parameters(), lr=lr)
     losses, decoded, started = [], {}, time.monotonic()
     recognizer.train()

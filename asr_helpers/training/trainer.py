@@ -81,6 +81,8 @@ class Trainer:
         self.last_eval_step, self.last_eval = -1, {}
         self._media_batch: Batch | None = None
         self._batches, self._evals_at = len(data.sampler), self._eval_points()  # this epoch's, set per epoch
+        self._window, self._log_window = _Window(), _Window()  # fit() sets these again, per session and epoch
+        self._started, self._session_start_progress, self._budget = time.monotonic(), self.progress, None
 
     @property
     def sampler(self):
@@ -152,14 +154,12 @@ class Trainer:
                    desc=f"epoch {self.epoch + 1}/{self.config.epochs}", mininterval=5, leave=False)
         stop_reason, self._window, self._log_window = None, _Window(), _Window()
         for batch in self.data.loader(self.epoch):
-            self.batch_in_epoch += 1
             bar.update()
-            self._micro_batch(batch)
-            if not self._window_ends():
+            step = self.train_step(batch)
+            if step is None:
                 continue
-            grad_norm = self._end_window()
-            if grad_norm is not None:
-                self._log_step(tracker, bar, grad_norm)
+            if step["grad_norm"] is not None:
+                self._log_step(tracker, bar, step["grad_norm"])
             stop_reason = self._after_window(tracker)
             if stop_reason:
                 break
@@ -167,6 +167,19 @@ class Trainer:
         if self.batch_in_epoch >= self._batches:  # also when the stop fell on the last batch
             self._end_epoch(tracker)
         return stop_reason
+
+    def train_step(self, batch: Batch | None) -> dict | None:
+        """The loop's step on one batch: forward, loss and backward into the window's gradients and, when the
+        batch closes an accumulation window, the optimizer step (unscale, clip, scaler, schedule). None
+        mid-window, else the window's mean ``loss`` and ``grad_norm`` (None where every batch was skipped).
+        Public so the benchmarks and the GPU check time exactly the step the loop takes."""
+        self.batch_in_epoch += 1
+        self._micro_batch(batch)
+        if not self._window_ends():
+            return None
+        window, grad_norm = self._window, self._end_window()
+        self._window = _Window()
+        return {"loss": window.mean_loss if window.micro_batches else None, "grad_norm": grad_norm}
 
     def _window_ends(self) -> bool:
         """Whether this micro-batch closes an accumulation window (every ``grad_accum``, and the epoch's last)."""
@@ -237,7 +250,6 @@ class Trainer:
 
     def _after_window(self, tracker: Tracker) -> str | None:
         """Evaluation, agreed stop decisions and the periodic ``last.pt`` after each window."""
-        self._window = _Window()
         if self.batch_in_epoch in self._evals_at:
             self._evaluate(tracker, self._started)
         now = time.monotonic()
@@ -291,7 +303,7 @@ class Trainer:
             tracker.scalars(f"eval/{split}", metrics, self.step)
             sample = random.Random(self.step).sample(rows, min(8, len(rows)))
             tracker.table(f"samples/{split}", ["id", "target", "prediction", "cer", "wer"], sample, self.step)
-            self._log_attention(tracker, f"eval/{split}/attention", self._dev_batch(utterances[:8]))
+            self._log_model_media(tracker, f"eval/{split}", self._dev_batch(utterances[:8]))
             results[split] = metrics
             print(f"  step {self.step} {split}: loss {metrics['loss']:.3f}  "
                   f"WER {metrics['wer']:.3f}  CER {metrics['cer']:.3f}")
@@ -304,18 +316,16 @@ class Trainer:
         return results
 
     def _dev_batch(self, utterances) -> Batch | None:
-        """The utterance with the shortest transcript among ``utterances``, read alone (its map is the most readable)."""
+        """The utterance with the shortest transcript among ``utterances``, read alone (short figures read best)."""
         from asr_helpers.data.dataset import SpeechDataset, collate
         return collate([SpeechDataset([min(utterances, key=lambda u: len(u.text))], self.data.tokenizer)[0]])
 
-    def _log_attention(self, tracker: Tracker, name: str, batch: Batch | None) -> None:
-        """The model's attention map of one utterance of the batch (models without attention have none)."""
-        from asr_helpers.models.attention_maps import attention_figure, lock_on
-        view = self.model.attention_map(batch.to(self.device)) if batch is not None else None
-        if view is not None:
-            weights, symbols, row = view
-            title = f"step {self.step}, lock-on {lock_on(weights):.2f}: {batch.texts[row]}"
-            tracker.image(name, attention_figure(weights, symbols, title), self.step)
+    def _log_model_media(self, tracker: Tracker, prefix: str, batch: Batch | None) -> None:
+        """Whatever figures the model offers for ``batch`` (``SpeechModel.media``), as ``<prefix>/<name>``."""
+        if batch is None:
+            return
+        for name, figure in self.model.media(batch.to(self.device), self.step).items():
+            tracker.image(f"{prefix}/{name}", figure, self.step)
 
     def _log_media(self, tracker: Tracker, batch: Batch) -> None:
         """The model's spectrogram views of a train and a dev utterance, and the augmented audio."""
@@ -326,7 +336,7 @@ class Trainer:
             tracker.image(f"train/{name}", spectrogram_figure(image.cpu(), batch.texts[0]), self.step)
         wave = batch.waves[0, : batch.wave_lengths[0]].cpu().numpy()
         tracker.audio("train/augmented_audio", wave, SAMPLE_RATE, self.step, caption=batch.texts[0])
-        self._log_attention(tracker, "train/attention", batch)
+        self._log_model_media(tracker, "train", batch)
         for split, utterances in list(self.data.dev.items())[:1]:
             wave = load_audio(utterances[0].path)
             views = self.model.spectrograms(wave[None].to(self.device), torch.tensor([len(wave)], device=self.device))
