@@ -5,6 +5,10 @@ import os
 import platform
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: importing runtime stays cheap
+    import torch
 
 
 def environment() -> str:

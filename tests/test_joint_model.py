@@ -208,7 +208,7 @@ def test_transcribe_decodes_with_the_tuned_weights_unless_told_another(las_run, 
     arpa = small_arpa(tmp_path / "words.arpa")
 
     def weights(checkpoint, decoder="joint", given=None):
-        search = _attention_search(checkpoint, recognizer, 3, given, arpa if decoder == "joint+lm" else None)
+        search = _attention_search(checkpoint, recognizer, decoder, 3, given, arpa if decoder == "joint+lm" else None)
         return tuple(search.settings[decoder].weights.values())
 
     assert weights(run / "best.pt") == (0.3,) and "no tuned weights of the joint decoder" in capsys.readouterr().out

@@ -140,7 +140,7 @@ class Transcriber:
         self.lm_decoder = _lm_decoder(Path(checkpoint), self.tokenizer, lm_path, beam_width) if decoder == "lm" else None
         self.attention = None
         if found.head == "attention":
-            self.attention = _attention_search(Path(checkpoint), self.recognizer, attention_beam, ctc_weight,
+            self.attention = _attention_search(Path(checkpoint), self.recognizer, decoder, attention_beam, ctc_weight,
                                                lm_path if found.needs_lm else None)
         self.decoder = build_decoder(decoder, self.tokenizer, beam_width=beam_width, lm_decoder=self.lm_decoder,
                                      pool_size=pool_size, attention=self.attention)
@@ -167,10 +167,16 @@ def _tuned_alpha_beta(checkpoint: Path) -> tuple[float, float]:
     from asr_helpers.training.checkpoint import tuned_record
     tuned = tuned_record(checkpoint).get("lm")
     if tuned is None:
-        print(f"no tuned weights of the lm decoder in {TUNED_FILE} next to {checkpoint} (or inside it); "
-              "the lm decoder uses alpha=0.5, beta=1.0")
+        _say_untuned(checkpoint, "lm", {"alpha": 0.5, "beta": 1.0})
         return 0.5, 1.0
     return tuned.weights["alpha"], tuned.weights["beta"]
+
+
+def _say_untuned(checkpoint: Path, decoder: str, defaults: dict[str, float]) -> None:
+    """One line: ``decoder`` has no weights tuned in 04 for ``checkpoint`` and decodes with ``defaults``."""
+    used = " ".join(f"{name}={value:g}" for name, value in defaults.items())
+    print(f"no tuned weights of the {decoder} decoder in {TUNED_FILE} next to {checkpoint} (or inside it); "
+          f"it decodes with {used}")
 
 
 def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
@@ -179,7 +185,8 @@ def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
     return LMDecoder(tokenizer.labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width)
 
 
-def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float | None, lm_path: Path | None):
+def _attention_search(checkpoint: Path, recognizer, decoder: str, beam: int, ctc_weight: float | None,
+                      lm_path: Path | None):
     """The attention decoders of a joint checkpoint with the weights 04 tuned (``ctc_weight``, when given,
     replaces the joint search's and the LM fusion's); with ``lm_path``, the word LM fused into the search."""
     from asr_helpers.decoding.attention_decoding import DEFAULT_WEIGHTS, search_settings
@@ -187,14 +194,11 @@ def _attention_search(checkpoint: Path, recognizer, beam: int, ctc_weight: float
     if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"--ctc-weight must lie in [0, 1], not {ctc_weight}")
     record = tuned_record(checkpoint)
-    decoder = "joint" if lm_path is None else "joint+lm"
-    if decoder not in record:
-        defaults = " ".join(f"{name}={value:g}" for name, value in DEFAULT_WEIGHTS[decoder].items())
-        print(f"no tuned weights of the {decoder} decoder in {TUNED_FILE} next to {checkpoint} (or inside it); "
-              f"it decodes with {defaults}")
     search = recognizer.attention_search(settings=search_settings(beam, record, ctc_weight))
     if search is None:
         raise ValueError(f"{checkpoint} has no attention decoder (a DeepSpeech2 run): use --decoder greedy, beam or lm")
+    if spec(decoder).tuned and decoder not in record:
+        _say_untuned(checkpoint, decoder, DEFAULT_WEIGHTS[decoder])
     return search if lm_path is None else search.with_lm(lm_path)
 
 

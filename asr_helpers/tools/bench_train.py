@@ -9,14 +9,10 @@ packed RNNs) through the same step, and reports the ratio.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import random
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -68,26 +64,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@contextlib.contextmanager
-def scratch_artifacts(folder: Path):
-    """Point runs, caches and artifacts at ``folder`` meanwhile, then restore the environment."""
-    names = ("ASR_ARTIFACTS_DIR", "ASR_CACHE_DIR", "ASR_RUNS_DIR")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: str(folder / name.lower()) for name in names})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def step_trainer(model: SpeechModel, device: torch.device, precision: str, batches_per_epoch: int = 1) -> Trainer:
     """A Trainer around ``model`` whose ``train_step`` the caller feeds batches (``batches_per_epoch`` sizes the
-    learning-rate schedule). Its run folder is made in the runs directory (see ``scratch_artifacts``) and
-    stays empty: only ``fit`` logs and saves.
+    learning-rate schedule). Nothing is written: only ``fit`` makes the run folder, logs and saves.
     """
     config = TrainConfig(run_name="bench-train", precision=precision, wandb_mode="disabled", device=device.type)
     data = TrainData(model.tokenizer, train_set=None, sampler=range(batches_per_epoch), dev={})  # no loader
@@ -256,14 +235,13 @@ def bench_train(model: str = "small", seconds: float = 20.0, device: str = "auto
     ours_model = bench_model(arch, model, mode, rnn_type, time_stride)
     work = _Workload(utterances, ours_model.tokenizer.vocab_size)
     rounds = 2 if compare_baseline else 1
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp, scratch_artifacts(Path(tmp)):
-        sides = {"ours": _Ours(work, ours_model, dev, prec, batch_seconds)}
-        if compare_baseline:
-            baseline_model = bench_model(arch, model, "packed", rnn_type, time_stride)
-            sides["baseline"] = _Baseline(work, baseline_model, dev, max(1, round(sides["ours"].mean_batch_size)))
-        for _ in range(rounds):  # alternate, so a slow minute on a shared machine hits both sides
-            for side in sides.values():
-                side.run(seconds / rounds)
+    sides = {"ours": _Ours(work, ours_model, dev, prec, batch_seconds)}
+    if compare_baseline:
+        baseline_model = bench_model(arch, model, "packed", rnn_type, time_stride)
+        sides["baseline"] = _Baseline(work, baseline_model, dev, max(1, round(sides["ours"].mean_batch_size)))
+    for _ in range(rounds):  # alternate, so a slow minute on a shared machine hits both sides
+        for side in sides.values():
+            side.run(seconds / rounds)
     config = ours_model.net.config
     result = dict(_figures(sides["ours"], dev, prec), benchmark="train", arch=arch, model=model,
                   rnn_type=config.rnn_type, device=str(dev), precision=prec, batch_seconds=batch_seconds,

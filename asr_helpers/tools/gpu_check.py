@@ -28,7 +28,7 @@ import torch
 from asr_helpers.data.dataset import Batch
 from asr_helpers.runtime import resolve_device
 from asr_helpers.tools.bench_data import loader_throughput
-from asr_helpers.tools.bench_train import bench_model, bench_train, scratch_artifacts, step_trainer, synchronize
+from asr_helpers.tools.bench_train import bench_model, bench_train, step_trainer, synchronize
 from asr_helpers.tools.gpu_plan import HEADROOM, T4_USABLE_GIB, fit_batch_seconds, student_gpu_estimates
 
 # Optional imports of the package; the check reports which of them this machine lacks.
@@ -311,6 +311,22 @@ def _run_part(name: str, part: Callable[[], dict], limit: float, result: dict) -
 
 
 @contextlib.contextmanager
+def _scratch_artifacts(folder: Path):
+    """Point runs, caches and artifacts at ``folder`` meanwhile, then restore the environment."""
+    names = ("ASR_ARTIFACTS_DIR", "ASR_CACHE_DIR", "ASR_RUNS_DIR")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: str(folder / name.lower()) for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def _torch_threads(count: int | None):
     """Run with ``count`` torch threads (None: unchanged), then restore the count."""
     previous = torch.get_num_threads()
@@ -355,7 +371,7 @@ def gpu_check(quick: bool = False, device: str = "auto") -> dict:
     # One torch thread on a CPU: on a shared, oversubscribed CPU two spinning threads made a step 15x
     # slower than one (27 s against 1.8 s), so CPU figures are per core, a lower bound.
     threads = 1 if dev.type == "cpu" else None
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, scratch_artifacts(Path(tmp)), _torch_threads(threads):
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, _scratch_artifacts(Path(tmp)), _torch_threads(threads):
         root = Path(tmp) / "LibriSpeech"
         parts = {"corpus": lambda: _write_corpus(size, root), "matmul": lambda: _matmul_part(size, dev),
                  **{f"bench/{name}": run for name, run in _bench_runs(size, dev).items()},

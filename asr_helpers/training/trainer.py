@@ -67,8 +67,7 @@ class Trainer:
         self.config, self.data, self.place = config, data, place
         self.device, self.is_main, self.world = place.device, place.is_main, place.world
         self.precision = resolve_precision(config.precision, self.device)
-        self.files = RunDir.named(config.run_name)
-        self.files.path.mkdir(parents=True, exist_ok=True)
+        self.files = RunDir.named(config.run_name)  # made by fit: a Trainer only stepped (benchmarks) writes nothing
         self.model = model.to(self.device)
         self.total_steps = math.ceil(len(data.sampler) / config.grad_accum) * config.epochs
         self.optimizer = torch.optim.AdamW(optimizer_groups(model, config.weight_decay), lr=self._lr(0.0))
@@ -131,6 +130,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train until the epochs, ``max_steps`` or the time budget run out; returns final dev metrics."""
         c = self.config
+        self.files.path.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(self.files.path, c.to_dict(), c.wandb_mode, active=self.is_main)
         if self.is_main:
             self.files.config.write_text(json.dumps(c.to_dict(), indent=2))
