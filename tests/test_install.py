@@ -1,6 +1,8 @@
 """install.py: which requirement lines are installed where (local, Kaggle, Colab)."""
 from __future__ import annotations
 
+import subprocess
+
 from asr_helpers.tools.install import REQUIREMENTS, parse_requirements, plan
 
 
@@ -33,3 +35,23 @@ def test_the_project_requirements_keep_the_gpu_stack_and_the_lab_off_kaggle():
     installed = " ".join(normal + no_deps)
     assert "jupyterlab" not in installed and "selenium" not in installed
     assert "pyctcdecode==0.5.0" in no_deps
+
+
+def test_an_optional_line_that_fails_to_install_is_reported_and_the_rest_installs(tmp_path, monkeypatch, capsys):
+    from asr_helpers.tools import install as module
+    path = tmp_path / "requirements.txt"
+    path.write_text("jiwer>=3.0\nflashlight-text>=0.0.7  # optional: a second LM engine\n")
+    assert [r.optional for r in parse_requirements(path)] == [False, True]
+    calls = []
+
+    def pip(command, check=False):
+        calls.append(command[-1])
+        if "flashlight-text>=0.0.7" in command and check:
+            raise AssertionError("an optional line must not be installed with check=True")
+        return subprocess.CompletedProcess(command, 1 if "flashlight-text>=0.0.7" in command else 0)
+
+    monkeypatch.setattr(module.subprocess, "run", pip)
+    monkeypatch.setattr(module, "environment", lambda: "local")
+    module.install(path)
+    assert calls == ["jiwer>=3.0", "flashlight-text>=0.0.7"]
+    assert "optional flashlight-text>=0.0.7 did not install" in capsys.readouterr().out

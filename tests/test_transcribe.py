@@ -188,17 +188,3 @@ def test_a_missing_input_is_reported_and_the_others_go_on(tiny_checkpoint, tmp_p
                         decoder="greedy")
     assert [label for label, _ in report.written] == [str(tmp_path / "ok.wav")]
     assert report.skipped == [(str(tmp_path / "nope.wav"), "no such file or folder")]
-
-
-def test_bench_transcribe_times_batched_and_one_at_a_time(tiny_checkpoint, tiny_corpus, monkeypatch):
-    from asr_helpers.tools import bench
-    from asr_helpers.data import corpora
-    from conftest import write_librispeech
-    for seed, split in enumerate(("test-clean", "test-other")):
-        write_librispeech(tiny_corpus, split, speakers=1, utterances=2, seed=seed + 5)
-    monkeypatch.setattr(corpora, "prepare_corpus", lambda corpus, splits, **_: {s: tiny_corpus for s in splits})
-    result = bench.bench_transcribe(tiny_checkpoint, utterances=6, decoders=("greedy", "beam"), beam_width=4)
-    assert result["utterances"] == 6 and result["distinct"] == 4 and result["audio_seconds"] > 0
-    for decoder in ("greedy", "beam"):
-        batched, single = result[f"{decoder}_batched_utt_per_sec"], result[f"{decoder}_one_at_a_time_utt_per_sec"]
-        assert batched > 0 and single > 0 and result[f"{decoder}_batching_speedup"] == batched / single

@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from asr_helpers import paths
-from asr_helpers.decoding.ctc import UNIGRAMS_FILE, LMDecoder
+from asr_helpers.decoding.ctc import UNIGRAMS_FILE
+from asr_helpers.decoding.lm_engines import DEFAULT_ENGINE, build_lm_decoder
 from asr_helpers.decoding.metrics import wer
 from asr_helpers.decoding.tuned import Tuned
 from asr_helpers.data.text import TextError, normalize_transcript
@@ -241,12 +242,12 @@ def _fetch_openslr(resource: Resource, out_dir: Path, base_url: str | None) -> P
 def tune_alpha_beta(log_probs_list: Sequence[np.ndarray], references: Sequence[str], labels: Sequence[str],
                     lm_path: Path, *, alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
                     betas: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 3.0), unigrams: Sequence[str] | Path | None = None,
-                    beam_width: int = 32, pool_size: int = 2) -> Tuned:
+                    beam_width: int = 32, pool_size: int = 2, engine: str = DEFAULT_ENGINE) -> Tuned:
     """Grid-search the LM weight and word bonus by corpus WER on dev log-probs (cached model outputs).
 
-    One decoder is loaded and re-weighted per grid cell; ties go to the first alpha, then the
-    first beta, in the order given. Tune on dev only: the test sets (and undisclosed data) must
-    stay unseen. The result is the ``lm`` decoder's entry of the run's record (``tuned.save_tuned``).
+    One decoder of ``engine`` (``lm_engines``) is loaded and re-weighted per grid cell; ties go to the
+    first alpha, then the first beta, in the order given. Tune on dev only: the test sets (and
+    undisclosed data) must stay unseen. The result is the ``lm`` decoder's entry of the run's record (``tuned.save_tuned``).
     """
     if len(log_probs_list) != len(references) or not references:
         raise ValueError(f"need as many references as log-prob matrices (>0), got {len(references)} "
@@ -254,7 +255,7 @@ def tune_alpha_beta(log_probs_list: Sequence[np.ndarray], references: Sequence[s
     if not alphas or not betas:
         raise ValueError("alphas and betas need at least one value each")
     grid = np.zeros((len(alphas), len(betas)))
-    with LMDecoder(labels, lm_path, unigrams, beam_width=beam_width) as decoder:
+    with build_lm_decoder(engine, labels, lm_path, unigrams, beam_width=beam_width) as decoder:
         for i, alpha in enumerate(alphas):
             for j, beta in enumerate(betas):
                 decoder.set_params(alpha, beta)

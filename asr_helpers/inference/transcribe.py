@@ -28,6 +28,7 @@ from asr_helpers.data.audio import AudioError, load_audio
 from asr_helpers.training.checkpoint import load_recognizer
 from asr_helpers.decoding.ctc import build_decoder
 from asr_helpers.decoding.decoders import spec
+from asr_helpers.decoding.lm_engines import DEFAULT_ENGINE, build_lm_decoder
 from asr_helpers.decoding.tuned import TUNED_FILE
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,13 @@ class Transcriber:
     """A checkpoint's model, features and decoder, turning batches of waves into texts.
 
     ``ctc_weight`` (None: the one 04 tuned) is the CTC prefix score's weight in the search of ``decoder``
-    (``joint`` or ``joint+lm``), not the loss weight the model trained with.
+    (``joint`` or ``joint+lm``), not the loss weight the model trained with. ``lm_engine`` runs the ``lm``
+    decoder (``decoding.lm_engines``: pyctcdecode or flashlight) with the same tuned weights.
     """
 
     def __init__(self, checkpoint: Path, decoder: str, lm_path: Path | None, beam_width: int, pool_size: int,
-                 device: str | None = None, attention_beam: int = 8, ctc_weight: float | None = None):
+                 device: str | None = None, attention_beam: int = 8, ctc_weight: float | None = None,
+                 lm_engine: str = DEFAULT_ENGINE):
         found = spec(decoder)  # an unknown name: one line listing the known ones
         if found.needs_lm and lm_path is None:
             raise ValueError(f"--decoder {decoder} needs --lm PATH (a KenLM arpa/binary built by `python -m asr_helpers lm ...`)")
@@ -137,7 +140,8 @@ class Transcriber:
         self.recognizer, self.tokenizer, _ = load_recognizer(checkpoint, self.device)
         self.features = self.recognizer.features
         self.min_samples = self.features.mel.n_fft  # a centred STFT reflects n_fft/2 samples each side
-        self.lm_decoder = _lm_decoder(Path(checkpoint), self.tokenizer, lm_path, beam_width) if decoder == "lm" else None
+        self.lm_decoder = (_lm_decoder(Path(checkpoint), self.tokenizer, lm_path, beam_width, lm_engine)
+                           if decoder == "lm" else None)
         self.attention = None
         if found.head == "attention":
             self.attention = _attention_search(Path(checkpoint), self.recognizer, decoder, attention_beam, ctc_weight,
@@ -179,10 +183,9 @@ def _say_untuned(checkpoint: Path, decoder: str, defaults: dict[str, float]) -> 
           f"it decodes with {used}")
 
 
-def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int):
-    from asr_helpers.decoding.ctc import LMDecoder
+def _lm_decoder(checkpoint: Path, tokenizer, lm_path: Path, beam_width: int, engine: str):
     alpha, beta = _tuned_alpha_beta(checkpoint)
-    return LMDecoder(tokenizer.labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width)
+    return build_lm_decoder(engine, tokenizer.labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width)
 
 
 def _attention_search(checkpoint: Path, recognizer, decoder: str, beam: int, ctc_weight: float | None,
@@ -237,13 +240,14 @@ def _write(item: AudioInput, text: str, output: Path, report: TranscribeReport) 
 def transcribe(checkpoint: Path, inputs: Sequence[Path], output: Path, decoder: str = "beam",
                lm_path: Path | None = None, beam_width: int = 32, device: str | None = None,
                batch_seconds: float = 120.0, max_batch_size: int = 32, pool_size: int = 1,
-               attention_beam: int = 8, ctc_weight: float | None = None) -> TranscribeReport:
+               attention_beam: int = 8, ctc_weight: float | None = None,
+               lm_engine: str = DEFAULT_ENGINE) -> TranscribeReport:
     """Write a transcript for every readable audio file under ``inputs``; report the others (``ctc_weight``
-    None: the joint search's weight tuned in 04, as for the LM weights)."""
+    None: the joint search's weight tuned in 04, as for the LM weights; ``lm_engine``: see ``Transcriber``)."""
     output = Path(output)
     report = TranscribeReport(output=output)
     transcriber = Transcriber(Path(checkpoint), decoder, lm_path, beam_width, pool_size, device, attention_beam,
-                              ctc_weight)
+                              ctc_weight, lm_engine)
     items = find_audio(inputs, report)
     names, report.mirrored = transcript_names([i.relative for i in items])
     for item, name in zip(items, names):

@@ -2,6 +2,9 @@
 
 Greedy, the own beam search and LM decoding at several pool sizes, on peaky log-probs shaped
 like a trained CTC model's, so the decoders can be timed on any machine with no model or data.
+With a checkpoint, ``bench_lm_engines`` instead runs each LM engine (``decoding.lm_engines``) on
+the log-probs 04 saved beside it, with the same LM, unigrams, beam width and tuned weights:
+WER, CER and utterances per second per split.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import numpy as np
 
 from asr_helpers.decoding.ctc import LMDecoder, greedy_decode, prefix_beam_search
 from asr_helpers.decoding.lm import build_ngram
+from asr_helpers.decoding.lm_engines import build_lm_decoder
+from asr_helpers.decoding.metrics import cer, wer
 from asr_helpers.data.text import CharTokenizer
 
 
@@ -91,3 +96,48 @@ def bench_lm_decoding(out_dir: Path, utterances: int = 200, frames: int = 300, p
     matrices = [peaky_log_probs(tokenizer.encode(sentence(frames // 2)), frames, tokenizer.vocab_size, rng=rng)
                 for _ in range(utterances)]
     return bench_decode(matrices, tokenizer, lm_path=lm_path, pool_sizes=pool_sizes)
+
+
+def compare_lm_engines(log_probs_list: Sequence[np.ndarray], references: Sequence[str], labels: Sequence[str],
+                       lm_path: Path, engines: Sequence[str], *, alpha: float, beta: float, beam_width: int = 32,
+                       pool_size: int = 2) -> dict[str, dict]:
+    """Per engine: WER, CER, utterances per second (decoding only, on ``pool_size`` processes) and the
+    seconds its LM took to load, all with the same weights, beam and log-probs."""
+    found = {}
+    for engine in engines:
+        started = time.perf_counter()
+        with build_lm_decoder(engine, labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width) as decoder:
+            loaded = time.perf_counter()
+            texts = decoder.decode_batch(log_probs_list, pool_size)
+            done = time.perf_counter()
+        found[engine] = {"wer": wer(references, texts), "cer": cer(references, texts),
+                         "utt_per_sec": len(texts) / (done - loaded), "load_seconds": loaded - started}
+    return found
+
+
+def bench_lm_engines(checkpoint: Path, lm_path: Path, engines: Sequence[str], splits: Sequence[str],
+                     beam_width: int = 32, pool_size: int = 2) -> dict:
+    """``compare_lm_engines`` on each split's log-probs saved beside ``checkpoint`` (``RunDir.logprobs``)
+    with the alpha and beta tuned for it; the result holds ``table``, a Markdown table of it all."""
+    from asr_helpers.training.checkpoint import load_checkpoint, tuned_record
+    from asr_helpers.training.rundir import RunDir
+    from asr_helpers.data.text import tokenizer_from_dict
+    checkpoint = Path(checkpoint)
+    labels = tokenizer_from_dict(load_checkpoint(checkpoint)["tokenizer"]).labels
+    tuned = tuned_record(checkpoint).get("lm")
+    alpha, beta = (tuned.weights["alpha"], tuned.weights["beta"]) if tuned else (0.5, 1.0)
+    result = {"benchmark": "lm_engines", "checkpoint": str(checkpoint), "lm": str(lm_path), "alpha": alpha,
+              "beta": beta, "tuned": tuned is not None, "beam_width": beam_width, "pool_size": pool_size}
+    lines = ["| split | utterances | engine | WER | CER | utt/s | LM load (s) |", "|---|---|---|---|---|---|---|"]
+    for split in splits:
+        saved = RunDir(checkpoint.parent).logprobs(split)
+        if not saved.is_file():
+            raise ValueError(f"no saved log-probs of {split} at {saved}: run 04_lm_decoding on this run first")
+        data = np.load(saved, allow_pickle=False)
+        matrices = [data[f"u{i}"] for i in range(len(data["ids"]))]
+        result[split] = compare_lm_engines(matrices, list(data["references"]), labels, lm_path, engines, alpha=alpha,
+                                           beta=beta, beam_width=beam_width, pool_size=pool_size)
+        lines += [f"| {split} | {len(matrices)} | {engine} | {m['wer']:.4f} | {m['cer']:.4f} | {m['utt_per_sec']:.1f} "
+                  f"| {m['load_seconds']:.2f} |" for engine, m in result[split].items()]
+    result["table"] = "\n".join(lines)
+    return result

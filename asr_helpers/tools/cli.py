@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from asr_helpers.decoding.decoders import DECODERS, TABLE, decoders_for
+from asr_helpers.decoding.lm_engines import DEFAULT_ENGINE, LM_ENGINES
 
 LM_DECODERS = [d.name for d in TABLE.values() if d.needs_lm]  # those --lm is for
 
@@ -83,7 +84,7 @@ def _transcribe(args) -> None:
     from asr_helpers.inference.transcribe import transcribe
     report = transcribe(args.checkpoint, args.input, args.output, decoder=args.decoder, lm_path=args.lm,
                         beam_width=args.beam_width, batch_seconds=args.batch_seconds, pool_size=args.pool_size,
-                        attention_beam=args.attention_beam, ctc_weight=args.ctc_weight)
+                        attention_beam=args.attention_beam, ctc_weight=args.ctc_weight, lm_engine=args.lm_engine)
     print(report.summary())
     if not report.written:
         sys.exit(1)
@@ -98,6 +99,8 @@ def _score(args) -> None:
 def _bench(args) -> None:
     from asr_helpers.tools import bench
     result = bench.run(args.what, args)
+    if "table" in result:
+        print(result.pop("table"))
     print(json.dumps(result))
 
 
@@ -184,6 +187,9 @@ def _transcribe_parser(parser: argparse.ArgumentParser) -> None:
                              "training loss weight")
     parser.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per model batch")
     parser.add_argument("--pool-size", type=int, default=2, help="processes for --decoder lm")
+    parser.add_argument("--lm-engine", choices=LM_ENGINES, default=DEFAULT_ENGINE,
+                        help="what runs --decoder lm: pyctcdecode (the reference), flashlight (C++ search, only "
+                             "words of the LM's unigram list) or flashlight-lexfree (any word; LM scored in Python)")
     parser.set_defaults(func=_transcribe)
 
 
@@ -204,11 +210,20 @@ def _bench_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-baseline", action="store_true")
     parser.add_argument("--rnn-type", choices=("gru", "lstm"), default=None, help="default: the preset's")
     parser.add_argument("--arch", default="deepspeech2", help="train: the model of models.registry to train")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="transcribe: the model to time")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="transcribe: the model to time; decode: "
+                        "compare --lm-engines on the log-probs 04 saved beside it")
+    parser.add_argument("--splits", nargs="+", default=["dev-clean", "test-clean", "test-other"],
+                        help="decode --checkpoint: the splits whose saved log-probs are decoded")
     parser.add_argument("--lm", type=Path, default=None, help="transcribe: KenLM for --decoder lm (default: the offline corpus's)")
     parser.add_argument("--utterances", type=int, default=500, help="transcribe: files to transcribe")
     parser.add_argument("--decoders", nargs="+", choices=DECODERS, default=decoders_for({"ctc"}),
                         help="transcribe: decoders to time (the attention ones need a model: las checkpoint)")
+    parser.add_argument("--input", type=Path, default=None, help="transcribe: a folder of audio to time "
+                        "(default: --utterances files of the offline corpus's test sets)")
+    parser.add_argument("--compare", type=Path, default=None, metavar="REF",
+                        help="transcribe: a second checkout whose code transcribes the same files in the same run")
+    parser.add_argument("--lm-engines", nargs="+", choices=LM_ENGINES, default=[DEFAULT_ENGINE],
+                        help="transcribe, decode --checkpoint: the engines to time --decoder lm with")
     parser.add_argument("--time-stride", type=int, default=None, help="output frame every N*10 ms (default: the preset's)")
     parser.add_argument("--quick", action="store_true", help="gpu-check: every part shrunk to seconds")
     parser.set_defaults(func=_bench)

@@ -4,7 +4,9 @@ Kaggle and Colab ship a CUDA torch/torchaudio and numpy 2; reinstalling them was
 and can break the image. pyctcdecode 0.5.0 declares numpy<2 yet works with numpy 2, so lines
 marked ``no-deps`` are installed without their declared dependencies. Lines marked
 ``local-only`` (JupyterLab, the browser-test driver) are skipped on Kaggle and Colab, whose own
-notebook servers a newer jupyter_server could break. Standard library only: this runs before
+notebook servers a newer jupyter_server could break. Lines marked ``optional`` (flashlight-text:
+a second LM engine) are installed one by one afterwards, and one that fails is a printed line,
+not a failed install: the package works without them. Standard library only: this runs before
 the requirements exist.
 """
 from __future__ import annotations
@@ -29,10 +31,11 @@ class Requirement:
     spec: str
     no_deps: bool = False
     local_only: bool = False
+    optional: bool = False
 
 
 def parse_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
-    """Read requirement lines; a comment starting with ``no-deps`` or ``local-only`` marks the line."""
+    """Read requirement lines; a comment starting with ``no-deps``, ``local-only`` or ``optional`` marks the line."""
     found = []
     for raw in path.read_text().splitlines():
         spec, _, comment = raw.partition("#")
@@ -41,7 +44,8 @@ def parse_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
             continue
         name = re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower()
         comment = comment.strip()
-        found.append(Requirement(name, spec, comment.startswith("no-deps"), comment.startswith("local-only")))
+        found.append(Requirement(name, spec, comment.startswith("no-deps"), comment.startswith("local-only"),
+                                 comment.startswith("optional")))
     return found
 
 
@@ -76,14 +80,19 @@ def plan(requirements: list[Requirement], where: str = "local") -> tuple[list[st
 
 
 def install(requirements: Path = REQUIREMENTS, quiet: bool = True) -> None:
-    normal, no_deps, kept = plan(parse_requirements(requirements), environment())
+    found = parse_requirements(requirements)
+    normal, no_deps, kept = plan(found, environment())
+    optional = {r.spec for r in found if r.optional}
     if kept:
         print("not installing:", ", ".join(kept))
     pip = [sys.executable, "-m", "pip", "install"] + (["-q"] if quiet else [])
-    if normal:
-        subprocess.run(pip + normal, check=True)
+    if required := [spec for spec in normal if spec not in optional]:
+        subprocess.run(pip + required, check=True)
     if no_deps:
         subprocess.run(pip + ["--no-deps"] + no_deps, check=True)
+    for spec in (spec for spec in normal if spec in optional):
+        if subprocess.run(pip + [spec]).returncode != 0:
+            print(f"optional {spec} did not install; everything else works without it")
 
 
 def main() -> None:
