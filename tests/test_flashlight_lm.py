@@ -89,13 +89,16 @@ def test_every_engine_lets_the_lm_fix_a_near_miss_and_follows_new_weights(engine
 
 @needs_flashlight
 def test_only_the_lexicon_engine_cannot_write_a_word_outside_the_unigrams(bigram):
-    """pyctcdecode and the lexicon-free search write "dog" (charged the unknown-word offset); the
-    lexicon search has no spelling for it and skips its letters through blanks."""
+    """pyctcdecode and the lexicon-free search write "dog" and "thecat" (charged the unknown-word
+    offset); the lexicon search has no spelling for them and skips their letters through blanks:
+    a word ends only at a space, as in pyctcdecode, so "thecat" does not become "the cat"."""
     texts = {}
     for engine in LM_ENGINES:
-        with build_lm_decoder(engine, TOK.labels, bigram, alpha=1.0, beta=0.0, beam_width=16) as decoder:
-            texts[engine] = decoder.decode(spelled("the dog sat"))
-    assert texts == {"pyctcdecode": "the dog sat", "flashlight-lexfree": "the dog sat", "flashlight": "the sat"}
+        with build_lm_decoder(engine, TOK.labels, bigram, alpha=1.0, beta=2.0, beam_width=16) as decoder:
+            texts[engine] = [decoder.decode(spelled(text)) for text in ("the dog sat", "thecat sat", " the  cat ")]
+    assert texts == {"pyctcdecode": ["the dog sat", "thecat sat", "the cat"],
+                     "flashlight-lexfree": ["the dog sat", "thecat sat", "the cat"],
+                     "flashlight": ["the sat", "the sat", "the cat"]}
 
 
 @needs_flashlight
@@ -148,10 +151,13 @@ def test_bench_lm_engines_decodes_the_saved_log_probs_with_every_engine(bigram, 
              u0=near_miss(), u1=spelled("the cat"))
     result = bench_lm_engines(run.checkpoint(), bigram, ["pyctcdecode", "flashlight"], ["dev-clean"], beam_width=16,
                               pool_size=1)
-    assert not result["tuned"] and (result["alpha"], result["beta"]) == (0.5, 1.0)  # no tuned.json: the defaults
-    for engine in ("pyctcdecode", "flashlight"):
-        assert result["dev-clean"][engine]["wer"] == 0.0 and result["dev-clean"][engine]["utt_per_sec"] > 0
-    assert "| dev-clean | 2 | flashlight | 0.0000 | 0.0000 |" in result["table"]
+    for engine in ("pyctcdecode", "flashlight"):  # no tuned.json: the defaults, 0.5 and 1
+        found = result["dev-clean"][engine]
+        assert (found["alpha"], found["beta"], found["wer"]) == (0.5, 1.0, 0.0) and found["utt_per_sec"] > 0
+    assert "| dev-clean | 2 | flashlight | 0.5, 1 | 0.0000 | 0.0000 |" in result["table"]
+    tuned = bench_lm_engines(run.checkpoint(), bigram, ["flashlight-lexfree"], ["dev-clean"], beam_width=16,
+                             pool_size=1, tune_on="dev-clean")
+    assert tuned["dev-clean"]["flashlight-lexfree"]["alpha"] > 0  # alpha 0 writes "hat": tuning found the LM
     with pytest.raises(ValueError, match="no saved log-probs of test-clean"):
         bench_lm_engines(run.checkpoint(), bigram, ["flashlight"], ["test-clean"])
 

@@ -8,7 +8,10 @@ arrays go in without torch tensors or a lexicon file on disk. Two modes:
 
 - lexicon (engine ``flashlight``): the unigram list is spelled into a trie and the search,
   LM included, runs in C++; it writes only words of the list (pyctcdecode also writes other
-  words, charged its unknown-word offset).
+  words, charged its unknown-word offset). Each word is spelled with the space after it, so
+  words need a space between them as in pyctcdecode (spelled without it, a word boundary is
+  free and a misheard word splits into short frequent ones: dev-clean WER 42.7 % against
+  40.3 % on a las run), and a frame that is surely a space, after the last, closes the last word.
 - lexicon-free (``flashlight-lexfree``): flashlight's lexicon-free search asks its LM for a
   score at every token (it expects a character LM), so ``WordLM`` answers in Python from the
   word KenLM the way pyctcdecode scores: a word when the space (or the end) closes it, and a
@@ -120,7 +123,7 @@ def word_trie(lm: fl.LM, words: Sequence[str], labels: Sequence[str], separator:
     index = {label: i for i, label in enumerate(labels)}
     trie, start = fl.Trie(len(labels), separator), lm.start(False)
     for i, word in enumerate(words):
-        trie.insert([index[c] for c in word], i, lm.score(start, i)[1])
+        trie.insert([index[c] for c in word] + [separator], i, lm.score(start, i)[1])
     trie.smear(fl.SmearingMode.MAX)
     return trie
 
@@ -148,6 +151,8 @@ class FlashlightLMDecoder:
         if lexicon:
             self._lm = KenLM(str(self.lm_path), Dictionary(self.words + [UNK_WORD]))
             self._trie = word_trie(self._lm, self.words, self.labels, self.separator)
+            self._closing_frame = np.full((1, len(self.labels)), MASKED, dtype=np.float32)
+            self._closing_frame[0, self.separator] = 0.0
         else:
             self._lm = WordLM(model, self.words, self.labels, self.separator)
         self._params = (alpha, beta)
@@ -182,6 +187,8 @@ class FlashlightLMDecoder:
     def _decode_masked(self, matrix: np.ndarray) -> str:
         if not len(matrix):
             return ""
+        if self.lexicon:
+            matrix = np.vstack([matrix, self._closing_frame])
         kept = int((matrix > MASKED).sum(axis=1).max())
         results = self._search(kept).decode(matrix.ctypes.data, matrix.shape[0], matrix.shape[1])
         return self._text(results[0]) if results else ""

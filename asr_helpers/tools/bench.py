@@ -36,7 +36,7 @@ def run(what: str, args) -> dict:
         from asr_helpers.tools.bench_decode import bench_lm_engines
         if args.lm is None:
             raise ValueError("bench decode --checkpoint compares the LM engines: it needs --lm PATH")
-        return bench_lm_engines(args.checkpoint, args.lm, args.lm_engines, args.splits)
+        return bench_lm_engines(args.checkpoint, args.lm, args.lm_engines, args.splits, tune_on=args.tune_on)
     from asr_helpers import paths
     from asr_helpers.tools.bench_decode import bench_lm_decoding
     return dict(bench_lm_decoding(paths.cache_dir() / "bench_lm"), benchmark="decode")

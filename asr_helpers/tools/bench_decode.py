@@ -3,8 +3,8 @@
 Greedy, the own beam search and LM decoding at several pool sizes, on peaky log-probs shaped
 like a trained CTC model's, so the decoders can be timed on any machine with no model or data.
 With a checkpoint, ``bench_lm_engines`` instead runs each LM engine (``decoding.lm_engines``) on
-the log-probs 04 saved beside it, with the same LM, unigrams, beam width and tuned weights:
-WER, CER and utterances per second per split.
+the log-probs 04 saved beside it, with the same LM, unigrams, beam width and the weights 04 tuned
+(or each engine's own, tuned on a dev split): WER, CER and utterances per second per split.
 """
 from __future__ import annotations
 
@@ -99,45 +99,72 @@ def bench_lm_decoding(out_dir: Path, utterances: int = 200, frames: int = 300, p
 
 
 def compare_lm_engines(log_probs_list: Sequence[np.ndarray], references: Sequence[str], labels: Sequence[str],
-                       lm_path: Path, engines: Sequence[str], *, alpha: float, beta: float, beam_width: int = 32,
+                       lm_path: Path, weights: dict[str, tuple[float, float]], *, beam_width: int = 32,
                        pool_size: int = 2) -> dict[str, dict]:
-    """Per engine: WER, CER, utterances per second (decoding only, on ``pool_size`` processes) and the
-    seconds its LM took to load, all with the same weights, beam and log-probs."""
+    """Per engine (``weights``: engine -> alpha, beta): WER, CER, utterances per second (decoding only,
+    on ``pool_size`` processes) and the seconds its LM took to load, on the same log-probs and beam."""
     found = {}
-    for engine in engines:
+    for engine, (alpha, beta) in weights.items():
         started = time.perf_counter()
         with build_lm_decoder(engine, labels, lm_path, alpha=alpha, beta=beta, beam_width=beam_width) as decoder:
             loaded = time.perf_counter()
             texts = decoder.decode_batch(log_probs_list, pool_size)
             done = time.perf_counter()
-        found[engine] = {"wer": wer(references, texts), "cer": cer(references, texts),
+        found[engine] = {"alpha": alpha, "beta": beta, "wer": wer(references, texts), "cer": cer(references, texts),
                          "utt_per_sec": len(texts) / (done - loaded), "load_seconds": loaded - started}
     return found
 
 
-def bench_lm_engines(checkpoint: Path, lm_path: Path, engines: Sequence[str], splits: Sequence[str],
-                     beam_width: int = 32, pool_size: int = 2) -> dict:
-    """``compare_lm_engines`` on each split's log-probs saved beside ``checkpoint`` (``RunDir.logprobs``)
-    with the alpha and beta tuned for it; the result holds ``table``, a Markdown table of it all."""
-    from asr_helpers.training.checkpoint import load_checkpoint, tuned_record
+def saved_log_probs(checkpoint: Path, split: str) -> tuple[list[np.ndarray], list[str]]:
+    """The log-probs and references of ``split`` that 04 saved beside ``checkpoint`` (``RunDir.logprobs``)."""
     from asr_helpers.training.rundir import RunDir
+    saved = RunDir(Path(checkpoint).parent).logprobs(split)
+    if not saved.is_file():
+        raise ValueError(f"no saved log-probs of {split} at {saved}: run 04_lm_decoding on this run first")
+    data = np.load(saved, allow_pickle=False)
+    return [data[f"u{i}"] for i in range(len(data["ids"]))], [str(r) for r in data["references"]]
+
+
+def engine_weights(checkpoint: Path, engines: Sequence[str], labels: Sequence[str], lm_path: Path,
+                   tune_on: str | None, beam_width: int, pool_size: int) -> dict[str, tuple[float, float]]:
+    """Alpha and beta per engine: the ones 04 tuned (pyctcdecode) for every engine, or with ``tune_on``
+    each engine's own best on that split's log-probs over 04's grid (the points in ``tuned.json``)."""
+    from asr_helpers.decoding.lm import tune_alpha_beta
+    from asr_helpers.training.checkpoint import tuned_record
+    tuned = tuned_record(checkpoint).get("lm")
+    shared = (tuned.weights["alpha"], tuned.weights["beta"]) if tuned else (0.5, 1.0)
+    if tune_on is None:
+        return {engine: shared for engine in engines}
+    grid = {"alphas": sorted({p["weights"]["alpha"] for p in tuned.grid}),
+            "betas": sorted({p["weights"]["beta"] for p in tuned.grid})} if tuned and tuned.grid else {}
+    matrices, references = saved_log_probs(checkpoint, tune_on)
+    found = {}
+    for engine in engines:
+        best = tune_alpha_beta(matrices, references, labels, lm_path, beam_width=beam_width, pool_size=pool_size,
+                               engine=engine, **grid)
+        found[engine] = (best.weights["alpha"], best.weights["beta"])
+    return found
+
+
+def bench_lm_engines(checkpoint: Path, lm_path: Path, engines: Sequence[str], splits: Sequence[str],
+                     beam_width: int = 32, pool_size: int = 2, tune_on: str | None = None) -> dict:
+    """``compare_lm_engines`` on each split's saved log-probs, with the weights of ``engine_weights``;
+    the result holds ``table``, a Markdown table of it all."""
+    from asr_helpers.training.checkpoint import load_checkpoint
     from asr_helpers.data.text import tokenizer_from_dict
     checkpoint = Path(checkpoint)
     labels = tokenizer_from_dict(load_checkpoint(checkpoint)["tokenizer"]).labels
-    tuned = tuned_record(checkpoint).get("lm")
-    alpha, beta = (tuned.weights["alpha"], tuned.weights["beta"]) if tuned else (0.5, 1.0)
-    result = {"benchmark": "lm_engines", "checkpoint": str(checkpoint), "lm": str(lm_path), "alpha": alpha,
-              "beta": beta, "tuned": tuned is not None, "beam_width": beam_width, "pool_size": pool_size}
-    lines = ["| split | utterances | engine | WER | CER | utt/s | LM load (s) |", "|---|---|---|---|---|---|---|"]
+    weights = engine_weights(checkpoint, engines, labels, lm_path, tune_on, beam_width, pool_size)
+    result = {"benchmark": "lm_engines", "checkpoint": str(checkpoint), "lm": str(lm_path), "tuned_on": tune_on,
+              "beam_width": beam_width, "pool_size": pool_size}
+    lines = ["| split | utterances | engine | alpha, beta | WER | CER | utt/s | LM load (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for split in splits:
-        saved = RunDir(checkpoint.parent).logprobs(split)
-        if not saved.is_file():
-            raise ValueError(f"no saved log-probs of {split} at {saved}: run 04_lm_decoding on this run first")
-        data = np.load(saved, allow_pickle=False)
-        matrices = [data[f"u{i}"] for i in range(len(data["ids"]))]
-        result[split] = compare_lm_engines(matrices, list(data["references"]), labels, lm_path, engines, alpha=alpha,
-                                           beta=beta, beam_width=beam_width, pool_size=pool_size)
-        lines += [f"| {split} | {len(matrices)} | {engine} | {m['wer']:.4f} | {m['cer']:.4f} | {m['utt_per_sec']:.1f} "
-                  f"| {m['load_seconds']:.2f} |" for engine, m in result[split].items()]
+        matrices, references = saved_log_probs(checkpoint, split)
+        result[split] = compare_lm_engines(matrices, references, labels, lm_path, weights, beam_width=beam_width,
+                                           pool_size=pool_size)
+        lines += [f"| {split} | {len(matrices)} | {engine} | {m['alpha']:g}, {m['beta']:g} | {m['wer']:.4f} "
+                  f"| {m['cer']:.4f} | {m['utt_per_sec']:.1f} | {m['load_seconds']:.2f} |"
+                  for engine, m in result[split].items()]
     result["table"] = "\n".join(lines)
     return result

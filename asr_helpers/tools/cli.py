@@ -214,6 +214,8 @@ def _bench_parser(parser: argparse.ArgumentParser) -> None:
                         "compare --lm-engines on the log-probs 04 saved beside it")
     parser.add_argument("--splits", nargs="+", default=["dev-clean", "test-clean", "test-other"],
                         help="decode --checkpoint: the splits whose saved log-probs are decoded")
+    parser.add_argument("--tune-on", default=None, metavar="SPLIT", help="decode --checkpoint: tune each engine's "
+                        "alpha/beta on this split over 04's grid (default: every engine uses the ones 04 tuned)")
     parser.add_argument("--lm", type=Path, default=None, help="transcribe: KenLM for --decoder lm (default: the offline corpus's)")
     parser.add_argument("--utterances", type=int, default=500, help="transcribe: files to transcribe")
     parser.add_argument("--decoders", nargs="+", choices=DECODERS, default=decoders_for({"ctc"}),
