@@ -177,3 +177,23 @@ def test_transcribe_runs_the_lm_decoder_on_the_chosen_engine(tmp_path, capsys):
     code, _, err = run_cli(capsys, "transcribe", "--checkpoint", str(pinned / "model.pt"), "--input",
                            str(pinned / "audio"), "--output", str(tmp_path), "--lm-engine", "kaldi")
     assert code == 2 and "invalid choice: 'kaldi'" in err
+
+
+@needs_flashlight
+def test_the_lexicon_engine_is_what_torchaudios_ctc_decoder_runs(bigram, tmp_path):
+    """torchaudio's wrapper, given the same lexicon (words spelled with their trailing space), scale and
+    pruning, finds the same words: the engine only skips its lexicon file and tensors."""
+    import torch
+    from torchaudio.models.decoder import ctc_decoder
+
+    from asr_helpers.decoding.flashlight_lm import LN10
+    tokens = ["-", "|"] + TOK.labels[2:]
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("".join(f"{w} {' '.join(w)} |\n" for w in ("the", "cat", "sat", "on", "mat", "hat")))
+    wrapped = ctc_decoder(str(lexicon), tokens, str(bigram), beam_size=16, beam_threshold=10.0, lm_weight=LN10,
+                          word_score=0.0, log_add=True, blank_token="-", sil_token="|")
+    with build_lm_decoder("flashlight", TOK.labels, bigram, alpha=1.0, beta=0.0, beam_width=16) as decoder:
+        for matrix in (near_miss(), spelled("the cat sat on the hat")):
+            masked = np.vstack([decoder._masked(matrix), decoder._closing_frame])
+            best = wrapped(torch.from_numpy(masked)[None])[0][0]
+            assert " ".join(best.words) == decoder.decode(matrix)
