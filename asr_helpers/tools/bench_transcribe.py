@@ -150,7 +150,7 @@ def table(result: dict, names: Sequence[str], sides: Sequence[str]) -> str:
     """The comparison as a Markdown table: per side, files/s, real-time factor and the ratio to greedy."""
     def cells(timing: dict) -> list[str]:
         if "error" in timing:
-            return ["failed: " + timing["error"][:60], "", ""]
+            return ["failed: " + timing["error"][:90], "", ""]
         ratio = f"{timing['vs_greedy']:.2f}x" if "vs_greedy" in timing else "?"
         return [f"{timing['files_per_sec']:.1f}", f"{timing['rtf']:.3f}", ratio]
 
