@@ -27,6 +27,9 @@ def run(what: str, args) -> dict:
         return bench_data(args.workers, args.seconds)
     if what == "transcribe":
         return bench_transcribe(args.checkpoint, args.utterances, args.lm, tuple(args.decoders))
+    if what == "stream":
+        from asr_helpers.tools.bench_stream import bench_stream
+        return bench_stream(args.checkpoint, args.seconds)
     if what == "gpu-check":
         from asr_helpers.tools.gpu_check import gpu_check
         return gpu_check(quick=args.quick, device=args.device)
