@@ -142,3 +142,17 @@ def test_stream_step_refuses_training_mode_and_the_settings_are_checked():
     with pytest.raises(ValueError, match="at least its stride"):
         DS2Stream(net.config.__class__(n_mels=40, conv_kernels=((11, 1),), conv_strides=((2, 2),),
                                        conv_channels=(4,)), 1)
+
+
+@pytest.mark.parametrize("lookahead", [0, 2])
+def test_each_output_frame_is_emitted_once_its_lookahead_is_heard_and_no_later(lookahead):
+    model = stream_model(lookahead)
+    wave = speechy(4000, seed=6)
+    streamer, emitted_at = Streamer(model), []
+    for i in range(len(wave)):
+        streamer.feed(wave[i:i + 1])
+        emitted_at += [i + 1] * (streamer.emitted_frames - len(emitted_at))
+    frame_samples = model.net.config.time_stride * model.features.hop_length
+    stretch_ends = [j * frame_samples + model.features.hop_length for j in range(len(emitted_at))]
+    waits_ms = {(at - end) / 16 for at, end in zip(emitted_at, stretch_ends)}
+    assert waits_ms == {model.latency_ms()}

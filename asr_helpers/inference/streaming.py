@@ -74,6 +74,11 @@ class Streamer:
         """Audio seconds fed so far."""
         return self._samples / self.SAMPLE_RATE
 
+    @property
+    def emitted_frames(self) -> int:
+        """Output frames final so far (the greedy transcript covers them)."""
+        return sum(len(lp) for lp in self._log_probs)
+
     def _check(self, samples) -> torch.Tensor:
         """The chunk as a float32 tensor; a one-line ``ValueError`` for anything but finite mono float samples."""
         if not isinstance(samples, np.ndarray):

@@ -231,9 +231,12 @@ class StreamingRecognizer(CTCRecognizer):
         self.load_state_dict(state["model"])
 
     def latency_ms(self) -> float:
-        """Audio after a sample that its output frame waits for, beyond the chunk: the STFT window's rest, the
-        convolutions' stride and the look-ahead (``bench_stream`` adds the chunk)."""
+        """Audio past the end of an output frame's own stretch that the model must hear before emitting it.
+
+        Output frame j stands for the audio up to log-mel frame ``stride * j``'s hop; it is emitted once
+        log-mel frame ``stride * (j + lookahead)`` is complete: the look-ahead's frames plus the rest of that
+        frame's STFT window (``n_fft - hop``). ``bench_stream`` adds the chunk (a sample waits for its chunk).
+        """
         hop_ms = 1000 * self.features.hop_length / self.features.sample_rate
         window_ms = 1000 * (self.features.mel.n_fft - self.features.hop_length) / self.features.sample_rate
-        stride = self.net.config.time_stride
-        return window_ms + (stride - 1) * hop_ms + self.net.lookahead * stride * hop_ms
+        return self.net.lookahead * self.net.config.time_stride * hop_ms + window_ms

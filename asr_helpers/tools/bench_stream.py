@@ -1,8 +1,8 @@
 """``bench stream``: what streaming costs, as one JSON line.
 
-Per chunk size (80 / 160 / 320 / 640 ms): the algorithmic latency (the chunk, plus what every output
-frame waits for after its sample: the rest of the STFT window, the convolutions' stride and the
-look-ahead) and the compute per chunk as a real-time factor (seconds of compute per second of
+Per chunk size (80 / 160 / 320 / 640 ms): the algorithmic latency (the chunk, plus the audio past the
+end of an output frame's stretch that the model hears before emitting it: the look-ahead's frames and
+the rest of the STFT window, ``StreamingRecognizer.latency_ms``) and the compute per chunk as a real-time factor (seconds of compute per second of
 audio, mean and 95th percentile over chunks) on ``threads`` CPU threads. Then one long stream
 (10 minutes by default, speech-level noise alternating with silence, 160 ms chunks) with the
 process's resident memory sampled each minute: it must stay flat apart from the features and
