@@ -172,7 +172,7 @@ class DS2Stream(nn.Module):
 
     @torch.no_grad()
     def stream_finish(self, state: StreamState) -> torch.Tensor:
-        """Log-probabilities of the last frames, which waited on a look-ahead past the end (zeros, as in ``forward``)."""
+        """Log-probabilities of the last frames, whose look-ahead runs past the end (zeros there, as in ``forward``)."""
         empty = state.waiting.new_zeros(1, 0, self.config.rnn_hidden)
         return self._emit(self._released(state, empty, final=True))
 

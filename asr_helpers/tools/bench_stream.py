@@ -2,11 +2,12 @@
 
 Per chunk size (80 / 160 / 320 / 640 ms): the algorithmic latency (the chunk, plus the audio past the
 end of an output frame's stretch that the model hears before emitting it: the look-ahead's frames and
-the rest of the STFT window, ``StreamingRecognizer.latency_ms``) and the compute per chunk as a real-time factor (seconds of compute per second of
-audio, mean and 95th percentile over chunks) on ``threads`` CPU threads. Then one long stream
-(10 minutes by default, speech-level noise alternating with silence, 160 ms chunks) with the
-process's resident memory sampled each minute: it must stay flat apart from the features and
-log-probs a ``StreamResult`` returns (about 1.7 MB per minute at 64 mels).
+the rest of the STFT window, ``StreamingRecognizer.latency_ms``) and the compute per chunk as a
+real-time factor (seconds of compute per second of audio, mean and 95th percentile over chunks) on
+``threads`` CPU threads. Then one long stream (10 minutes by default, speech-level noise alternating
+with silence, 160 ms chunks) with the process's resident memory sampled each minute: it must stay
+flat apart from the features and log-probs a ``StreamResult`` returns (about 1.8 MB per minute at
+64 mels).
 Compute does not depend on the weights, so without a checkpoint an untrained ``small`` model is timed.
 """
 from __future__ import annotations
@@ -59,8 +60,8 @@ def time_chunks(streamer, wave: np.ndarray, chunk_ms: float) -> dict:
     finish_ms = 1000 * (time.perf_counter() - began)
     rtf = np.array(costs) / (chunk_ms / 1000)
     return {"chunk_ms": chunk_ms, "chunks": len(costs), "rtf_mean": round(float(rtf.mean()), 4),
-            "rtf_p95": round(float(np.percentile(rtf, 95)), 4), "compute_ms_per_chunk": round(1000 * float(np.mean(costs)), 2),
-            "finish_ms": round(finish_ms, 1)}
+            "rtf_p95": round(float(np.percentile(rtf, 95)), 4),
+            "compute_ms_per_chunk": round(1000 * float(np.mean(costs)), 2), "finish_ms": round(finish_ms, 1)}
 
 
 def long_stream(streamer, minutes: float, chunk_ms: float = 160.0) -> dict:
