@@ -140,3 +140,17 @@ def test_transcribe_stream_of_a_model_that_cannot_stream_is_one_error_line(tmp_p
     code, out, err = run_cli(capsys, "transcribe", "--checkpoint", str(tmp_path / "ds2.pt"), "--input",
                              str(PINNED / "audio"), "--output", str(tmp_path / "out"), "--stream")
     assert code == 2 and err.startswith("error: ") and "cannot stream" in err and err.count("\n") == 1
+
+
+def test_streaming_and_batch_transcribe_agree_on_a_ds2_stream_run(trained, tmp_path, capsys):
+    best = trained / "runs" / "stream" / "best.pt"
+    audio = trained / "LibriSpeech" / "dev-clean"
+    code, _, _ = run_cli(capsys, "transcribe", "--checkpoint", str(best), "--input", str(audio), "--output",
+                         str(tmp_path / "batch"), "--decoder", "greedy")
+    assert code == 0
+    streamer = Streamer.from_checkpoint(best)
+    for path in sorted(audio.rglob("*.flac")):
+        samples = soundfile.read(path, dtype="float32")[0]
+        for start in range(0, len(samples), 2000):
+            streamer.feed(samples[start:start + 2000])
+        assert (tmp_path / "batch" / f"{path.stem}.txt").read_text() == streamer.finish().text + "\n"
