@@ -7,6 +7,8 @@
 #                                                        characters vs BPE (1), the joint model's ctc_weight (3)
 #   ./run_all.sh las [--only NN ...]                       the joint CTC/attention model: notebooks 02-05 with
 #                                                        notebooks/params/las.yaml (20-minute budget, like demo)
+#   ./run_all.sh stream [--only NN ...]                    the streaming DeepSpeech2 (ds2_stream): notebooks 02-05
+#                                                        with notebooks/params/stream.yaml (20-minute budget, like demo)
 #   ./run_all.sh setup                                    set up only
 #   ./run_all.sh lab [JUPYTER ARGS]                       set up, then start JupyterLab on notebooks/
 #                                                        (127.0.0.1 with a token; it prints the URL)
@@ -116,7 +118,16 @@ case "${1:-demo}" in
     start=$(date +%s)
     "$PY" -m asr_helpers.tools.notebooks --profile las --only 02 03 04 05 "$@"
     log "las notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/las/" ;;
-  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|lab|ablations [GROUP]|las|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
+  stream)
+    # The streaming DeepSpeech2 (causal convolutions, unidirectional LSTMs, look-ahead) on the offline
+    # corpus with the demo's budget: one-batch test, training, CTC decoders, report.
+    shift
+    setup
+    log "running notebooks 02-05 with profile 'stream'"
+    start=$(date +%s)
+    "$PY" -m asr_helpers.tools.notebooks --profile stream --only 02 03 04 05 "$@"
+    log "stream notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/stream/" ;;
+  -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|lab|ablations [GROUP]|las|stream|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
   *)
     profile=${1:-demo}
     [ $# -gt 0 ] && shift

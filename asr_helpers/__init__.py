@@ -25,8 +25,8 @@ decoding    model scores -> text, and how good it is
     metrics                 WER and CER
 models      the networks and the recognizers the loop plugs in
     registry                model name -> recognizer class, config section, output heads (-> decoders)
-    deepspeech2, attention, DeepSpeech2; attention decoders; the joint CTC/attention model
-    las
+    deepspeech2, attention, DeepSpeech2; attention decoders; the joint CTC/attention model;
+    las, ds2_stream         the streaming DeepSpeech2 (causal, unidirectional, look-ahead; stream_step)
     recognizer              batch -> loss, outputs, quick transcripts, logged media (the loop's interface)
     attention_maps          lock-on score and labelled attention-map figures
 training    a config in, a self-describing checkpoint out
@@ -38,6 +38,7 @@ training    a config in, a self-describing checkpoint out
     rundir, sanity          the one-batch overfit test
 inference   a trained model used on files and splits
     transcribe, comparison  folders of audio -> text (the Transcriber); every decoder scored on a split
+    streaming               chunks of audio -> partial transcripts (the Streamer, a ds2_stream model)
 report      what notebooks 04 and 05 show
     summary, figures,       run folders -> tables; the report's figures; error analysis;
     error_analysis,         the course checklist; interactive panels
@@ -45,7 +46,7 @@ report      what notebooks 04 and 05 show
 tools       entry points
     cli, notebooks          python -m asr_helpers ...; the notebooks headless
     bench, bench_train,     throughput benchmarks (training goes through Trainer.train_step)
-    bench_data, bench_decode
+    bench_data, bench_decode, bench_stream (streaming latency, real-time factor, memory over a long stream)
     gpu_check, gpu_plan     the prepared GPU check and the Kaggle week plan
     install                 requirements without breaking Kaggle/Colab's torch
 """

@@ -63,3 +63,81 @@ def _cepstral_smoothing(n_mels: int, keep: int) -> torch.Tensor:
     dct[:, 0] /= 2 ** 0.5
     kept = dct[:, :keep]
     return (kept @ kept.T).float()
+
+
+class StreamingLogMel(nn.Module):
+    """Waves ``[B, T]`` -> log-mel ``[B, n_mels, frames]`` that a stream computes exactly, chunk by chunk.
+
+    Two changes from ``LogMelFeatures`` make every frame depend only on samples already heard:
+    the STFT is not centred (frame ``t`` reads samples ``[t * hop, t * hop + n_fft)``, so no
+    reflection of samples still to come), and normalisation uses per-mel mean and variance
+    estimated on the training set (a BatchNorm without affine: batch statistics in training,
+    running statistics frozen in eval, carried by the checkpoint) instead of the utterance's own.
+    An utterance of L samples has ceil(L / hop) frames; the tail is padded with zeros, which is
+    what a stream flushes at its end. The cost: no per-utterance adaptation to level or channel,
+    so a recording much louder or quieter than the training audio shifts every feature.
+    """
+
+    def __init__(self, n_mels: int = 80, sample_rate: int = 16000, win_ms: float = 25.0, hop_ms: float = 10.0,
+                 lifter: int = 0):
+        super().__init__()
+        if not 0 <= lifter <= n_mels:
+            raise ValueError(f"lifter must be between 0 (off) and n_mels={n_mels}, got {lifter}")
+        self.n_mels, self.sample_rate, self.lifter = n_mels, sample_rate, lifter
+        self.register_buffer("smoothing", _cepstral_smoothing(n_mels, lifter) if lifter else None, persistent=False)
+        self.hop_length = int(sample_rate * hop_ms / 1000)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=512, win_length=int(sample_rate * win_ms / 1000),
+            hop_length=self.hop_length, n_mels=n_mels, power=2.0, center=False)
+        self.norm = nn.BatchNorm1d(n_mels, affine=False)
+
+    @classmethod
+    def for_model(cls, config) -> StreamingLogMel:
+        return cls(config.n_mels, lifter=config.lifter)
+
+    def frame_lengths(self, wave_lengths: torch.Tensor) -> torch.Tensor:
+        """ceil(L / hop) frames for L samples: every sample lies in at least one frame."""
+        return torch.div(wave_lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")
+
+    def samples_for(self, frames: int) -> int:
+        """Samples ``frames`` frames read (from the first frame's start to the last one's end)."""
+        return (frames - 1) * self.hop_length + self.mel.n_fft if frames > 0 else 0
+
+    def log_mel(self, waves: torch.Tensor) -> torch.Tensor:
+        """Un-normalised (liftered) log-mel of every complete window of ``waves [B, T]``."""
+        feats = torch.log(self.mel(waves.float()) + 1e-6)
+        if self.smoothing is not None:
+            feats = torch.einsum("mn,bnt->bmt", self.smoothing, feats)
+        return feats
+
+    def normalise(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Global per-mel normalisation of the frames under ``mask [B, frames]`` (others become 0)."""
+        out = torch.zeros_like(feats)
+        rows = feats.transpose(1, 2)[mask]
+        if len(rows):
+            out.transpose(1, 2)[mask] = self.norm(rows)
+        return out
+
+    @torch.autocast("cuda", enabled=False)
+    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = self.frame_lengths(wave_lengths)
+        frames = int(lengths.max()) if len(lengths) else 0
+        if frames == 0:
+            return waves.new_zeros(len(waves), self.n_mels, 0), lengths
+        heard = torch.arange(waves.shape[-1], device=waves.device)[None, :] < wave_lengths[:, None]
+        waves = nn.functional.pad(waves.float() * heard, (0, max(0, self.samples_for(frames) - waves.shape[-1])))
+        feats = self.log_mel(waves[:, : self.samples_for(frames)])
+        mask = torch.arange(frames, device=feats.device)[None, :] < lengths[:, None]
+        return self.normalise(feats, mask), lengths
+
+    def stream(self, pending: torch.Tensor, final: bool, frames_left: int = 0) -> tuple[torch.Tensor, int]:
+        """Normalised frames ``[n_mels, n]`` of the complete windows of ``pending`` (samples from the next
+        frame's start) and how many samples they consumed; ``final`` pads zeros for the ``frames_left`` last."""
+        count = frames_left if final else (len(pending) - self.mel.n_fft) // self.hop_length + 1
+        if count <= 0:
+            return pending.new_zeros(self.n_mels, 0), 0
+        needed = self.samples_for(count)
+        window = nn.functional.pad(pending[:needed], (0, max(0, needed - len(pending))))
+        feats = self.log_mel(window[None])
+        mask = torch.ones(1, count, dtype=torch.bool, device=feats.device)
+        return self.normalise(feats, mask)[0], min(count * self.hop_length, len(pending))

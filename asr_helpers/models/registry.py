@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from asr_helpers.decoding.decoders import decoders_for
+from asr_helpers.models.ds2_stream import StreamingRecognizer
 from asr_helpers.models.recognizer import CTCRecognizer, JointRecognizer, SpeechModel
 
 
@@ -43,6 +44,8 @@ TABLE: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("las", "joint CTC/attention (DeepSpeech2 encoder + attention decoder)", JointRecognizer,
               ("ctc_weight", "guided_attention", "attention"), frozenset({"ctc", "attention"}),
               one_batch={"label_smoothing": 0.0}),
+    ModelSpec("ds2_stream", "streaming DeepSpeech2 (causal convolutions, unidirectional RNN, look-ahead)",
+              StreamingRecognizer, ("lookahead",), frozenset({"ctc"})),
 )}
 MODEL_NAMES: tuple[str, ...] = tuple(TABLE)
 

@@ -29,6 +29,9 @@ def run(what: str, args) -> dict:
         from asr_helpers.tools.bench_transcribe import bench_transcribe
         return bench_transcribe(args.checkpoint, args.utterances, args.lm, tuple(args.decoders), input_dir=args.input,
                                 compare=args.compare, lm_engines=tuple(args.lm_engines))
+    if what == "stream":
+        from asr_helpers.tools.bench_stream import bench_stream
+        return bench_stream(args.checkpoint, args.seconds)
     if what == "gpu-check":
         from asr_helpers.tools.gpu_check import gpu_check
         return gpu_check(quick=args.quick, device=args.device)

@@ -81,6 +81,11 @@ def _train(args) -> None:
 
 
 def _transcribe(args) -> None:
+    if args.stream:
+        from asr_helpers.inference.streaming import stream_transcribe
+        report = stream_transcribe(args.checkpoint, args.input, args.output, args.lm, args.chunk_ms)
+        print(report.summary())
+        sys.exit(0 if report.written else 1)
     from asr_helpers.inference.transcribe import transcribe
     report = transcribe(args.checkpoint, args.input, args.output, decoder=args.decoder, lm_path=args.lm,
                         beam_width=args.beam_width, batch_seconds=args.batch_seconds, pool_size=args.pool_size,
@@ -190,6 +195,10 @@ def _transcribe_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-engine", choices=LM_ENGINES, default=DEFAULT_ENGINE,
                         help="what runs --decoder lm: pyctcdecode (the reference), flashlight (C++ search, only "
                              "words of the LM's unigram list) or flashlight-lexfree (any word; LM scored in Python)")
+    parser.add_argument("--stream", action="store_true",
+                        help="a model: ds2_stream checkpoint fed in --chunk-ms chunks: partial greedy transcripts as "
+                             "they change, then the final one (rescored with --lm when given); --decoder is not used")
+    parser.add_argument("--chunk-ms", type=float, default=160.0, help="--stream: audio per chunk")
     parser.set_defaults(func=_transcribe)
 
 
@@ -200,7 +209,7 @@ def _score_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=("train", "data", "decode", "transcribe", "gpu-check"))
+    parser.add_argument("what", choices=("train", "data", "decode", "transcribe", "gpu-check", "stream"))
     parser.add_argument("--model", default="small")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per side")
     parser.add_argument("--device", default="auto")

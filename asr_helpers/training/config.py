@@ -28,10 +28,11 @@ class TrainConfig:
     max_seconds: float = 20.0               # drop longer training utterances (kaggle: 20)
     tokenizer: str = "char"                 # char | bpe
     bpe_vocab_size: int = 128               # BPE only
-    model: str = "deepspeech2"              # deepspeech2 (CTC) | las (the same encoder + attention decoder, joint loss)
+    model: str = "deepspeech2"              # deepspeech2 (CTC) | las (+ attention decoder, joint loss) | ds2_stream (streaming)
     ctc_weight: float = 0.3                 # las only: w * CTC + (1 - w) * attention (1.0: CTC only, 0.0: attention only)
     guided_attention: float = 0.0           # las only: weight of a diagonal prior on attention (helps short runs lock on)
     attention: str = "location"             # las only: location (one symbol at a time) | dot (all at once: fast on CPU)
+    lookahead: int = 3                      # ds2_stream only: future output frames the look-ahead convolution reads
     model_size: str = "small"               # tiny | small | base (kaggle: base)
     rnn_mode: str = "auto"                  # auto | masked | packed (auto: packed on GPU, masked on CPU)
     epochs: int = 10                        # kaggle: 50

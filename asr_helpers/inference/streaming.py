@@ -1,0 +1,187 @@
+"""Streaming inference: audio chunks of any size in, the partial greedy transcript out after each chunk.
+
+A ``Streamer`` holds a loaded ``ds2_stream`` recognizer and one stream's state: the samples of the
+STFT window not yet complete, the model's ``StreamState`` (convolution caches, recurrent states,
+frames awaiting their look-ahead) and the greedy transcript so far, extended only by the frames
+each chunk makes final. ``finish`` flushes the last partial frames (zero padding, as the full
+utterance's forward pads), rescores the whole stream's log-probs with the LM decoder when there
+is one, returns everything and resets the streamer for the next stream. Bad chunks are one-line
+``ValueError``s that leave the stream as it was.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr_helpers.decoding.ctc import LMDecoder
+from asr_helpers.models.ds2_stream import StreamingRecognizer
+from asr_helpers.training.checkpoint import load_recognizer, tuned_record
+
+LM_DEFAULTS = {"alpha": 0.5, "beta": 1.0}  # the lm decoder's weights when 04 tuned none (as transcribe)
+
+
+@dataclass
+class StreamResult:
+    text: str                      # greedy transcript of everything fed
+    lm_text: str | None            # LM-rescored transcript (None without an LM decoder)
+    log_mel: np.ndarray            # [n_mels, frames] the features the model saw
+    log_probs: np.ndarray          # [frames', vocab] per-frame CTC output
+    seconds: float                 # audio seconds fed
+
+
+class Streamer:
+    """One stream at a time through a ``ds2_stream`` recognizer; ``lm_decoder`` rescores at ``finish``."""
+
+    SAMPLE_RATE = 16000
+
+    def __init__(self, recognizer, lm_decoder: LMDecoder | None = None):
+        if not isinstance(recognizer, StreamingRecognizer):
+            raise ValueError(f"a {type(recognizer).__name__} model cannot stream (its convolutions or recurrent "
+                             "layers read the future): train one with model: ds2_stream")
+        self.recognizer = recognizer.eval()
+        self.lm_decoder = lm_decoder
+        self.device = next(recognizer.parameters()).device
+        self._reset()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Path, lm_path: Path | None = None, beam_width: int = 32) -> "Streamer":
+        """A streamer over a ``ds2_stream`` checkpoint or export; with ``lm_path``, an LM decoder with the
+        alpha and beta 04 tuned for the checkpoint (else 0.5 and 1.0)."""
+        recognizer, tokenizer, _ = load_recognizer(Path(checkpoint))
+        lm_decoder = None
+        if lm_path is not None:
+            tuned = tuned_record(Path(checkpoint)).get("lm")
+            weights = tuned.weights if tuned is not None else LM_DEFAULTS
+            lm_decoder = LMDecoder(tokenizer.labels, Path(lm_path), alpha=weights["alpha"], beta=weights["beta"],
+                                   beam_width=beam_width)
+        return cls(recognizer, lm_decoder)
+
+    def _reset(self) -> None:
+        self._pending = torch.zeros(0, device=self.device)
+        self._samples = 0
+        self._state = self.recognizer.net.initial_state(self.device)
+        self._feats: list[torch.Tensor] = []
+        self._log_probs: list[torch.Tensor] = []
+        self._ids: list[int] = []
+        self._last = self.recognizer.tokenizer.blank_id
+        self._text = ""
+
+    @property
+    def seconds(self) -> float:
+        """Audio seconds fed so far."""
+        return self._samples / self.SAMPLE_RATE
+
+    @property
+    def emitted_frames(self) -> int:
+        """Output frames final so far (the greedy transcript covers them)."""
+        return sum(len(lp) for lp in self._log_probs)
+
+    def _check(self, samples) -> torch.Tensor:
+        """The chunk as a float32 tensor; a one-line ``ValueError`` for anything but finite mono float samples."""
+        if not isinstance(samples, np.ndarray):
+            raise ValueError(f"a chunk must be a NumPy array of float32 samples, not {type(samples).__name__}")
+        if samples.ndim != 1:
+            raise ValueError(f"a chunk must be mono, 1-D [samples]; got shape {samples.shape} (mix stereo down first)")
+        if not np.issubdtype(samples.dtype, np.floating):
+            raise ValueError(f"a chunk must hold float samples in [-1, 1], not {samples.dtype} "
+                             "(divide 16-bit PCM by 32768)")
+        if not np.isfinite(samples).all():
+            raise ValueError("the chunk holds NaN or infinite samples; it was not fed")
+        return torch.from_numpy(samples.astype(np.float32, copy=False)).to(self.device)
+
+    def feed(self, samples: np.ndarray) -> str:
+        """Feed a float32 mono 16 kHz chunk of any size (0 samples too); the greedy transcript so far."""
+        chunk = self._check(samples)
+        with torch.inference_mode():
+            self._pending = torch.cat([self._pending, chunk])
+            self._samples += len(chunk)
+            feats, used = self.recognizer.features.stream(self._pending, final=False)
+            self._pending = self._pending[used:]
+            self._advance(feats, self.recognizer.net.stream_step(self._state, feats))
+        return self._text
+
+    def _advance(self, feats: torch.Tensor, log_probs: torch.Tensor) -> None:
+        """Keep the new frames and extend the greedy transcript by the final frames' best path."""
+        if feats.shape[1]:
+            self._feats.append(feats.cpu())
+        if not len(log_probs):
+            return
+        self._log_probs.append(log_probs.cpu())
+        blank, grown = self.recognizer.tokenizer.blank_id, False
+        for token in log_probs.argmax(-1).tolist():
+            if token != self._last and token != blank:
+                self._ids.append(token)
+                grown = True
+            self._last = token
+        if grown:
+            self._text = self.recognizer.tokenizer.decode(self._ids)
+
+    def finish(self) -> StreamResult:
+        """Flush the last partial frames, and return the stream's transcripts and outputs; the streamer resets."""
+        features, net = self.recognizer.features, self.recognizer.net
+        emitted = sum(f.shape[1] for f in self._feats)
+        total = int(features.frame_lengths(torch.tensor(self._samples)))
+        with torch.inference_mode():
+            feats, _ = features.stream(self._pending, final=True, frames_left=total - emitted)
+            self._advance(feats, net.stream_step(self._state, feats))
+            self._advance(feats[:, :0], net.stream_finish(self._state))
+        log_mel = torch.cat(self._feats, 1) if self._feats else torch.zeros(features.n_mels, 0)
+        log_probs = (torch.cat(self._log_probs) if self._log_probs
+                     else torch.zeros(0, net.config.vocab_size))
+        lm_text = None
+        if self.lm_decoder is not None:
+            lm_text = self.lm_decoder.decode(log_probs.numpy()) if len(log_probs) else ""
+        result = StreamResult(self._text, lm_text, log_mel.numpy(), log_probs.numpy(), self.seconds)
+        self._reset()
+        return result
+
+
+def stream_file(streamer: Streamer, wave: np.ndarray, chunk_ms: float, say=print) -> StreamResult:
+    """Feed ``wave`` in chunks of ``chunk_ms``, saying each partial transcript when it changes
+    (with the audio time it was heard at), then the final one (and the LM's, with an LM decoder)."""
+    if chunk_ms <= 0:
+        raise ValueError(f"--chunk-ms must be positive, not {chunk_ms}")
+    step = max(1, int(streamer.SAMPLE_RATE * chunk_ms / 1000))
+    shown = ""
+    for start in range(0, len(wave), step):
+        text = streamer.feed(wave[start:start + step])
+        if text != shown:
+            say(f"  {streamer.seconds:7.2f} s  {text}")
+            shown = text
+    result = streamer.finish()
+    say(f"  final ({result.seconds:.2f} s): {result.text}")
+    if result.lm_text is not None:
+        say(f"  final + LM: {result.lm_text}")
+    return result
+
+
+def stream_transcribe(checkpoint: Path, inputs: list[Path], output: Path, lm_path: Path | None = None,
+                      chunk_ms: float = 160.0, say=print):
+    """``transcribe --stream``: each audio file streamed through a ``ds2_stream`` checkpoint in ``chunk_ms``
+    chunks, partials said as they change; the final transcript (the LM's, with ``lm_path``) written to
+    ``output`` as ``transcribe`` names it. Unreadable files are skipped with the reason in the report."""
+    from asr_helpers.data.audio import AudioError, load_audio
+    from asr_helpers.inference.transcribe import TranscribeReport, find_audio, transcript_names
+    streamer = Streamer.from_checkpoint(checkpoint, lm_path)
+    report = TranscribeReport(output=Path(output))
+    items = find_audio(inputs, report)
+    names, report.mirrored = transcript_names([i.relative for i in items])
+    for item, name in zip(items, names):
+        try:
+            wave = load_audio(item.path).numpy()
+        except AudioError as error:
+            report.skip(item.label, error.reason)
+            continue
+        except Exception as error:  # an odd file must not stop the others (as in transcribe)
+            report.skip(item.label, f"unreadable audio ({type(error).__name__}: {error})")
+            continue
+        say(item.label)
+        result = stream_file(streamer, wave, chunk_ms, say)
+        (report.output / name).parent.mkdir(parents=True, exist_ok=True)
+        (report.output / name).write_text((result.lm_text if result.lm_text is not None else result.text) + "\n",
+                                          encoding="utf-8")
+        report.written.append((item.label, name))
+    return report
