@@ -62,6 +62,7 @@ async function openMicrophone(onSamples) {
   }
   return {
     rate: context.sampleRate,
+    deviceRate: stream.getAudioTracks()[0].getSettings().sampleRate,
     close() {
       stream.getTracks().forEach((track) => track.stop());
       context.close();
@@ -72,7 +73,7 @@ async function openMicrophone(onSamples) {
 function render({ model, el }) {
   el.classList.add("asr-mic");
   el.innerHTML = `<style>${STYLE}</style>
-    <div><button class="asr-mic-record">\u23fa Record</button><button class="asr-mic-stop" disabled>\u23f9 Stop</button>
+    <div><button class="asr-mic-record">\u25cf Record</button><button class="asr-mic-stop" disabled>\u25a0 Stop</button>
     <span class="asr-mic-status"></span></div>
     <div class="asr-mic-partial"></div><div class="asr-mic-final"></div>`;
   const [record, stop] = [el.querySelector(".asr-mic-record"), el.querySelector(".asr-mic-stop")];
@@ -147,7 +148,8 @@ function render({ model, el }) {
       microphone = opened;
       send({ type: "start" });
       buttons(true);
-      say(`recording at ${opened.rate} Hz: speak, then press Stop`);
+      const device = opened.deviceRate ? `microphone at ${opened.deviceRate} Hz, ` : "";
+      say(`recording (${device}${opened.rate} Hz to the kernel): speak, then press Stop`);
     } catch (error) {
       fail(refusal(error));
     }

@@ -101,7 +101,9 @@ class MicPanel:
         except ValueError as error:
             self.recorder.error = f"cannot finish: {one_line(error)}"
             return None
-        lines = [f"{'greedy':<10}: {result.text}"] + ([f"{'lm':<10}: {result.lm_text}"] if result.lm_text is not None else [])
+        lines = [f"{'greedy':<10}: {result.text}"]
+        if result.lm_text is not None:
+            lines.append(f"{'lm':<10}: {result.lm_text}")
         with self.recorder.hold_sync():
             self.recorder.partial = ""
             self.recorder.final = "\n".join(lines)
@@ -109,12 +111,12 @@ class MicPanel:
         return result
 
     def views(self, result: StreamResult) -> list:
-        """The final transcript, what the model heard, the log-mel and the per-frame CTC output."""
+        """What the model heard (a player), the log-mel and the per-frame CTC output (the text is in the recorder)."""
         heard = np.concatenate(self._heard) if self._heard else np.zeros(0, np.float32)
         player = [Audio(heard, rate=SAMPLE_RATE)] if heard.size else []
         frames = max(1, len(result.log_probs))
         frame_ms = FEATURE_HOP_MS * max(1, round(result.log_mel.shape[1] / frames))  # the model's time stride
-        return [Pretty(self.recorder.final), *player, *ctc_views(result.log_mel, result.log_probs, self.labels, frame_ms)]
+        return [*player, *ctc_views(result.log_mel, result.log_probs, self.labels, frame_ms)]
 
     def stream_file(self, path: str | Path, chunk_ms: int = 160) -> StreamResult | None:
         """Send an audio file (any format and rate ``load_audio`` reads) through start / feed / stop in
@@ -133,7 +135,10 @@ class MicPanel:
                 print(f"{min(begin + step, len(wave)) / SAMPLE_RATE:6.2f} s  {text}")
                 shown = text
         result = self.stop()
-        display(*(self.views(result) if result is not None else [Pretty(self.recorder.error)]))
+        if result is None:
+            print(self.recorder.error)
+        else:
+            display(Pretty(self.recorder.final), *self.views(result))
         return result
 
 
