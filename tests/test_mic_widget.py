@@ -164,3 +164,25 @@ def test_a_model_that_does_not_stream_gets_one_line_naming_the_profile(capsys):
 def test_the_browser_half_ships_with_the_package():
     module = MicRecorder()._esm
     assert "export default" in module and "getUserMedia" in module and "sampleRate: RATE" in module
+
+
+def test_a_real_streamer_behind_the_panel_gives_what_one_whole_feed_gives(monkeypatch):
+    import torch
+
+    from asr_helpers.data.text import CharTokenizer
+    from asr_helpers.inference.streaming import Streamer
+    from asr_helpers.models.registry import build_model
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer()
+    streamer = Streamer(build_model("ds2_stream", "tiny", tokenizer))
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    streamer.feed(audio)
+    whole = streamer.finish()
+    browser = Browser(MicPanel(streamer, tokenizer.labels), monkeypatch)
+    browser.send("start")
+    for begin in range(0, len(audio), 2560):
+        browser.send("chunk", audio[begin:begin + 2560])
+    assert browser.send("stop")["final"]
+    assert browser.panel.recorder.final == f"greedy    : {whole.text}" and browser.panel.recorder.error == ""
+    figures = browser.panel.views(whole)
+    assert isinstance(figures[0], Audio) and len(figures) == 3

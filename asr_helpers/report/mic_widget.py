@@ -69,7 +69,7 @@ class MicPanel:
         if kind == "start":
             self.start()
         elif kind == "chunk":
-            self.feed(np.frombuffer(buffers[0], dtype=np.float32) if buffers else np.zeros(0, np.float32))
+            self.feed(np.frombuffer(buffers[0], dtype=np.float32).copy() if buffers else np.zeros(0, np.float32))
         elif kind == "stop":
             result = self.stop()
             if result is not None and self._panel is not None:
