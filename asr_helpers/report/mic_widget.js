@@ -29,21 +29,21 @@ function refusal(error) {
   if (name === "NotFoundError" || name === "OverconstrainedError") {
     return "no microphone found: connect one, or stream a file with the panel's stream_file(...)";
   }
+  if (name === "InsecureContextError") return error.message;
   if (name === "NotReadableError") return "the microphone cannot be read (another program holds it?)";
   const text = String((error && error.message) || error).split("\n")[0];
   return `cannot record: ${name}: ${text}`;
 }
 
-// Microphone -> AudioContext(16 kHz) -> worklet tap; `onSamples` gets Float32Array blocks.
+// Microphone -> AudioContext(16 kHz) -> worklet tap; `onSamples` gets Float32Array blocks. The graph is
+// ready before the microphone opens, so none of its first sound is lost.
 async function openMicrophone(onSamples) {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    throw Object.assign(new Error("this page has no microphone access (it needs https or localhost)"),
-                        { name: "SecurityError" });
+    throw Object.assign(new Error("this page gets no microphone (it needs https, or http on localhost)"),
+                        { name: "InsecureContextError" });
   }
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-  });
   const context = new AudioContext({ sampleRate: RATE });
+  let stream = null;
   try {
     if (context.sampleRate !== RATE) throw new Error(`the browser records at ${context.sampleRate} Hz, not ${RATE}`);
     const url = URL.createObjectURL(new Blob([TAP], { type: "application/javascript" }));
@@ -53,10 +53,14 @@ async function openMicrophone(onSamples) {
     tap.port.onmessage = (event) => onSamples(event.data);
     const silent = context.createGain();
     silent.gain.value = 0;  // the tap must reach the destination to be pulled; nothing is heard
-    context.createMediaStreamSource(stream).connect(tap).connect(silent).connect(context.destination);
+    tap.connect(silent).connect(context.destination);
     await context.resume();
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    context.createMediaStreamSource(stream).connect(tap);
   } catch (error) {
-    stream.getTracks().forEach((track) => track.stop());
+    if (stream) stream.getTracks().forEach((track) => track.stop());
     context.close();
     throw error;
   }
