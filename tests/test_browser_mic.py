@@ -32,7 +32,10 @@ from test_browser import lab_url  # noqa: F401  (test_browser's JupyterLab serve
 
 STREAM_FIXTURE = Path(__file__).parent / "fixtures" / "stream"
 PAD_SECONDS = 1.0  # silence before the speech (what the browser loses while it opens the microphone) and after
-MAX_CER = 0.15     # browser (resampled by chromium, other silence around the speech) vs transcribe --stream
+# The browser hears the file resampled (16 -> 44.1 kHz fake device -> 16 kHz AudioContext) and starts a few ms
+# before it: a fraction of a 10 ms feature frame. On the tiny fixture model either alone changes up to 0.22
+# of the characters (offline: the file with 3-15 ms more leading silence, or resampled 16-44.1-16 kHz).
+MAX_CER = 0.25
 REFUSE = """
 const devices = navigator.mediaDevices, name = arguments[0];
 devices.realGetUserMedia = devices.realGetUserMedia || devices.getUserMedia.bind(devices);
