@@ -15,7 +15,7 @@ from IPython.display import Audio, Pretty, display
 from asr_helpers.data.audio import load_audio
 from asr_helpers.data.features import LogMelFeatures
 from asr_helpers.decoding.decoders import TABLE
-from asr_helpers.plots import spectrogram_figure
+from asr_helpers.plots import alignment_figure, spectrogram_figure
 
 WIDE = "460px"  # dropdowns wide enough for a LibriSpeech id plus its label
 LABEL = "80px"  # ipywidgets' description width, so every label in a panel lines up
@@ -38,6 +38,11 @@ class Panel:
         self.output.clear_output(wait=True)
         with self.output:
             display(*views)
+
+
+def ctc_views(log_mel, log_probs, labels: list[str], frame_ms: float) -> list:
+    """The log-mel ``[n_mels, frames]`` the model saw and its per-frame CTC output ``[frames', vocab]``."""
+    return [spectrogram_figure(log_mel, "log-mel"), alignment_figure(log_probs, labels, frame_ms, "CTC output per frame")]
 
 
 def utterance_views(row, features: LogMelFeatures) -> list:
@@ -88,7 +93,6 @@ class TranscriptExplainer:
               name: str | None = None) -> tuple[str, list]:
         """The transcript, and what explains it: header, player, log-mel, CTC alignment, top beams."""
         from asr_helpers.decoding.ctc import build_decoder, prefix_beam_search
-        from asr_helpers.plots import alignment_figure
         feats, lengths = self.features(wave[None], torch.tensor([len(wave)]))
         encoding = self.recognizer.encodings(feats, lengths)[0]
         matrix = encoding.log_probs
@@ -99,8 +103,7 @@ class TranscriptExplainer:
         header.append(f"{decoder:<10}: {text}")
         beam_lines = [f"  {score:9.2f}  {self.tokenizer.decode(list(ids))}" for ids, score in beams]
         return text, [Pretty("\n".join(header)), Audio(wave.numpy(), rate=16000),
-                      spectrogram_figure(feats[0], "log-mel"),
-                      alignment_figure(matrix, self.tokenizer.labels, self.frame_ms, "CTC output per frame"),
+                      *ctc_views(feats[0], matrix, self.tokenizer.labels, self.frame_ms),
                       Pretty("\n".join(["top beams (own prefix beam search, log-probability):"] + beam_lines))]
 
 
