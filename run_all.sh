@@ -45,7 +45,7 @@ system_packages() {
 }
 
 python_env() {
-  if [ -x "$PY" ] && "$PY" -c "import asr_helpers, torch, torchaudio, kenlm, pyctcdecode, papermill, jupyterlab, selenium" 2>/dev/null; then
+  if [ -x "$PY" ] && "$PY" -c "import asr_helpers, torch, torchaudio, kenlm, pyctcdecode, papermill, jupyterlab, selenium, anywidget" 2>/dev/null; then
     return
   fi
   log "creating $VENV and installing requirements.txt (a few minutes the first time)"
