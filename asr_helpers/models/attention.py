@@ -64,10 +64,9 @@ class EncoderMemory(NamedTuple):
     keys: torch.Tensor    # [B, T, A]
     mask: torch.Tensor    # [B, T] bool, True on real frames
 
-    def utterance(self, row: int) -> "EncoderMemory":
-        """Row ``row`` alone, cut to its real frames (batch of 1, for beam search)."""
-        frames = int(self.mask[row].sum())
-        return EncoderMemory(*(t[row:row + 1, :frames] for t in self))
+    def rows(self, index: torch.Tensor) -> "EncoderMemory":
+        """The memories of utterances ``index`` (repeats allowed: one row per beam-search hypothesis)."""
+        return EncoderMemory(*(t[index] for t in self))
 
     def expand(self, count: int) -> "EncoderMemory":
         """A one-utterance memory repeated for ``count`` hypotheses (a view, no copy)."""
