@@ -144,3 +144,15 @@ def test_as_a_scorer_it_gives_the_change_of_the_prefix_score_and_selects_the_cho
     chosen = scorer.select(pending, [1, 0], [0, 0])
     assert chosen.psi[0].item() == pytest.approx(_walk(scorer, (2, 1))[0], abs=1e-9)
     assert torch.allclose(chosen.r_n[1], _walk(scorer, (1, 2))[1].r_n[0])
+
+
+def test_a_candidate_hundreds_of_nats_below_the_prefix_keeps_its_exact_score():
+    """``b`` is only likely once ``a`` has long been sung through frames that cost 400 nats each: the batched
+    product of probabilities underflows, and the score must still be the exact log-space sum."""
+    log_probs = np.array([[-1e3, 0.0, -1e3], [-400.0, -400.0, -1e3], [-400.0, -400.0, -1e3], [-1e3, -1e3, 0.0]])
+    paths = {}
+    for path in itertools.product(range(3), repeat=4):
+        paths.setdefault(_collapse(path), []).append(sum(log_probs[t, k] for t, k in enumerate(path)))
+    starting = [np.logaddexp.reduce(v) for k, v in paths.items() if k[:2] == (1, 2)]
+    psi, _ = _walk(CTCPrefixScorer([log_probs], BLANK, EOS), (1, 2))
+    assert psi == pytest.approx(np.logaddexp.reduce(starting), abs=1e-9) and psi < -700

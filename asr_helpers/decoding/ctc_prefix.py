@@ -23,8 +23,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from asr_helpers.decoding.scorers import RowGroups
+
 LOG_ZERO = -1e10  # finite "log 0" (as in ESPnet), so score differences never turn into NaN
 _LOG_FLOOR = -1e4  # log-probs below this are 0 in float32 anyway; keeps the cumulative sums exact
+_SMALLEST_SUM = 1e-250  # a product sum below this may have lost digits to underflow: redone in logs
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class CTCPrefixScorer:
     def __init__(self, log_probs: Sequence, blank: int, eos: int, device: torch.device | str = "cpu"):
         padded, frames = padded_log_probs(log_probs)
         self.x = padded.to(device)           # [B, V, T]
+        self.p = self.x.exp().transpose(1, 2).contiguous()  # [B, T, V] probabilities (padding: 1, never weighed)
         self.frames = frames.to(device)      # [B]
         self.blank, self.eos = blank, eos
 
@@ -125,18 +129,41 @@ class CTCPrefixScorer:
     def _psi(self, length: int, state: PrefixState, last: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """``log p(prefix + tokens[n, c] ...)`` ``[N, C]``: the new token's first frame ``t`` (at least ``length``),
         after the prefix was done by frame ``t - 1`` (``phi``); a token equal to the last one needs a blank between."""
-        start, total, utterances = max(length, 1), self.x.shape[2], state.utterances[:, None]
-        first = (self.x[:, :, 0][utterances, tokens] if length == 0 else
+        start, total, utterances = max(length, 1), self.x.shape[2], state.utterances
+        first = (self.x[:, :, 0][utterances[:, None], tokens] if length == 0 else
                  torch.full(tokens.shape, LOG_ZERO, dtype=self.x.dtype, device=self.x.device))
         if start >= total:
             return first
+        beyond = torch.arange(start, total, device=self.x.device) >= self.frames[utterances][:, None]   # [N, T']
         r_n, r_b = state.r_n[:, start - 1:total - 1], state.r_b[:, start - 1:total - 1]
-        repeat = (tokens == last[:, None])[..., None]
-        phi = torch.where(repeat, r_b[:, None], torch.logaddexp(r_n, r_b)[:, None])     # [N, C, T']
-        emit = self.x[:, :, start:][utterances, tokens]                                # [N, C, T']
-        beyond = torch.arange(start, total, device=self.x.device) >= self.frames[utterances]
-        terms = (phi + emit).masked_fill(beyond[:, None], float("-inf"))
-        return torch.logaddexp(first, torch.logsumexp(terms, dim=2))
+        new = self._emitted(torch.logaddexp(r_n, r_b).masked_fill(beyond, float("-inf")), utterances, start, tokens)
+        repeat = tokens == last[:, None]
+        if bool(repeat.any()):
+            emit = self.x[:, :, start:][utterances, last.clamp(min=0)]                               # [N, T']
+            again = torch.logsumexp((r_b + emit).masked_fill(beyond, float("-inf")), dim=1)
+            new = torch.where(repeat, again[:, None], new)
+        return torch.logaddexp(first, new)
+
+    def _emitted(self, phi: torch.Tensor, utterances: torch.Tensor, start: int, tokens: torch.Tensor) -> torch.Tensor:
+        """``log sum over t >= start of exp(phi[n, t - start]) p_t(tokens[n, c])`` ``[N, C]``.
+
+        One batched product per step: each row's ``exp(phi)``, scaled by its maximum, times its utterance's
+        probabilities of every unit (rows grouped by utterance, so nothing is copied per candidate). A sum
+        far below the row's best (where the product could underflow) is redone as a log-sum-exp.
+        """
+        peak = phi.max(dim=1).values
+        finite = torch.isfinite(peak)
+        scale = torch.where(finite, peak, torch.zeros_like(peak))
+        groups = RowGroups.of(utterances, len(self.x))
+        products = torch.bmm(groups.group(torch.exp(phi - scale[:, None])), self.p[:, start:])     # [B, K, V]
+        sums = groups.ungroup(products).gather(1, tokens)
+        result = scale[:, None] + torch.log(sums)
+        lost = (sums < _SMALLEST_SUM) & finite[:, None]
+        if bool(lost.any()):
+            rows, columns = lost.nonzero(as_tuple=True)
+            terms = phi[rows] + self.x[:, :, start:][utterances[rows], tokens[rows, columns]]
+            result[rows, columns] = torch.logsumexp(terms, dim=1)
+        return result
 
     def select(self, pending: PendingStep, rows: Sequence[int], columns: Sequence[int]) -> PrefixState:
         """The states of the extensions kept (row ``rows[j]`` by its candidate ``columns[j]``): the two recursions."""

@@ -45,6 +45,43 @@ class Scorer(Protocol):
         ``columns[j]`` (a full scorer's state depends on the row only)."""
 
 
+class RowGroups(NamedTuple):
+    """``N`` rows (beam-search hypotheses) that each belong to one of ``count`` utterances, laid out as a grid
+    ``[count, width]`` (``width``: the most rows of one utterance), so that work per utterance (its encoder
+    memory, its CTC probabilities) is done once for all its rows in one batched product."""
+    count: int
+    slots: torch.Tensor  # [N] row n's place in the flattened grid: utterance * width + its position among the rows
+    width: int
+
+    @classmethod
+    def of(cls, utterances: torch.Tensor, count: int) -> RowGroups:
+        """Rows of utterances ``utterances[n]`` (ids below ``count``)."""
+        counts = torch.bincount(utterances, minlength=count)
+        order = torch.argsort(utterances, stable=True)
+        position = torch.empty_like(utterances)
+        position[order] = (torch.arange(len(utterances), device=utterances.device)
+                           - (counts.cumsum(0) - counts)[utterances[order]])
+        width = int(counts.max())
+        return cls(count, utterances * width + position, width)
+
+    def group(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[N, ...]`` per row -> ``[count, width, ...]`` per utterance (zeros where an utterance has fewer rows)."""
+        grid = rows.new_zeros((self.count * self.width, *rows.shape[1:]))
+        grid[self.slots] = rows
+        return grid.view(self.count, self.width, *rows.shape[1:])
+
+    def ungroup(self, grid: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``group``."""
+        return grid.reshape(-1, *grid.shape[2:])[self.slots]
+
+
+class RowMemory(NamedTuple):
+    """A batch of utterances' encoder memory read by decoder rows grouped by utterance (``rows``): attention
+    treats each utterance's rows as that utterance's queries, so the memory is never copied per row."""
+    memory: Any  # models.attention.EncoderMemory: values [B, T, D], keys [B, T, A], mask [B, T]
+    rows: RowGroups
+
+
 class AttentionState(NamedTuple):
     """The decoder's state of every row and the utterance each row reads."""
     decoder: Any
@@ -65,7 +102,7 @@ class AttentionScorer:
     def __init__(self, decoder, memory):
         self.decoder, self.memory, self.eos = decoder, memory, decoder.eos
         self.device = memory.values.device
-        self._gathered: tuple[torch.Tensor, Any] | None = None
+        self._present: tuple[torch.Tensor, Any] | None = None
 
     @property
     def frames(self) -> list[int]:
@@ -77,13 +114,14 @@ class AttentionScorer:
             raise ValueError(f"this attention scorer holds {self.memory.values.shape[0]} utterances, not {count}")
         return AttentionState(self.decoder.initial_state(self.memory), torch.arange(count, device=self.device))
 
-    def _rows_memory(self, utterances: torch.Tensor):
-        """The memory of each row's utterance (one utterance: a view; else gathered once per row layout)."""
-        if self.memory.values.shape[0] == 1:
-            return self.memory.expand(len(utterances))
-        if self._gathered is None or not torch.equal(self._gathered[0], utterances):
-            self._gathered = (utterances, self.memory.rows(utterances))
-        return self._gathered[1]
+    def _rows_memory(self, utterances: torch.Tensor) -> RowMemory:
+        """What the rows read: the memory of the utterances they belong to (cut down to those still searched,
+        kept until another one leaves)."""
+        present = torch.unique(utterances)
+        if self._present is None or not torch.equal(self._present[0], present):
+            memory = self.memory if len(present) == self.memory.values.shape[0] else self.memory.rows(present)
+            self._present = (present, memory)
+        return RowMemory(self._present[1], RowGroups.of(torch.searchsorted(present, utterances), len(present)))
 
     def score(self, prefixes: Sequence[list[int]], state: AttentionState, candidates: torch.Tensor | None = None):
         tokens = torch.tensor([p[-1] if p else self.eos for p in prefixes], device=self.device)
