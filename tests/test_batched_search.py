@@ -55,3 +55,35 @@ def test_decode_batches_by_padded_frames_and_keeps_the_order(model_and_items):
     one_by_one = [AttentionSearch(recognizer.joint, tokenizer, batch_frames=1).decode("joint", [items[n]])[0]
                   for n in names]
     assert AttentionSearch(recognizer.joint, tokenizer).decode("joint", [items[n] for n in names]) == one_by_one
+
+
+@pytest.mark.parametrize("attention", ["location", "dot"])
+def test_the_decoder_steps_rows_of_several_utterances_as_it_steps_each_alone(attention):
+    """Rows 0, 0, 1, 2, 2, 2 read utterances of three lengths (padded together): every row's next-symbol
+    scores are those of its utterance's decoder run alone, for two steps (the rows' layout changing between)."""
+    from asr_helpers.data.text import CharTokenizer
+    from asr_helpers.decoding.scorers import AttentionScorer
+    from asr_helpers.models.las import JointCTCAttention, joint_config
+    torch.manual_seed(0)
+    model = JointCTCAttention(joint_config("tiny", CharTokenizer().vocab_size, attention=attention)).eval()
+    lengths = torch.tensor([40, 25, 33])
+    with torch.no_grad():
+        encoded = model.encode(torch.randn(3, 40, 40), lengths)
+        together = AttentionScorer(model.decoder, model.memory(encoded))
+        frames = encoded.lengths
+        assert len(set(frames.tolist())) == 3
+        alone = [AttentionScorer(model.decoder, model.memory_of(encoded.states[u:u + 1, :n], frames[u:u + 1]))
+                 for u, n in enumerate(frames.tolist())]
+        rows = [0, 0, 1, 2, 2, 2]
+        state = together.select(together.init_state(3), rows, [0] * 6)
+        singles = [a.select(a.init_state(1), [0] * rows.count(u), [0] * rows.count(u)) for u, a in enumerate(alone)]
+        first, state = together.score([[5], [7], [5], [9], [5], [7]], state)
+        for u, (a, single) in enumerate(zip(alone, singles)):
+            mine = [i for i, r in enumerate(rows) if r == u]
+            expected, singles[u] = a.score([[[5], [7], [5], [9], [5], [7]][i] for i in mine], single)
+            assert torch.allclose(first[mine], expected, atol=1e-5), (attention, u)
+        state = together.select(state, [1, 2, 4], [0, 0, 0])  # one row of each utterance goes on
+        second, _ = together.score([[7, 3], [5, 3], [5, 3]], state)
+        for u, (local, prefix) in enumerate(zip([1, 0, 1], [[7, 3], [5, 3], [5, 3]])):
+            expected, _ = alone[u].score([prefix], alone[u].select(singles[u], [local], [0]))
+            assert torch.allclose(second[u:u + 1], expected, atol=1e-5), (attention, u)
