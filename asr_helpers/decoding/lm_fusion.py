@@ -121,9 +121,9 @@ class FusionLM:
     def score(self, prefixes: Sequence[list[int]], state: LMBatch,
               candidates: torch.Tensor) -> tuple[torch.Tensor, LMBatch]:
         """The gains ``[N, C]`` of each hypothesis's candidates (``[N, C]`` token ids) and the states they lead to
-        (flattened ``[N * C]``): ``alpha * (change in LM score) + beta * (words completed)``."""
+        (an ``LMBatch`` of ``[N, C]`` arrays): ``alpha * (change in LM score) + beta * (words completed)``."""
         tokens = np.asarray(candidates, dtype=np.int64)
-        rows, count = tokens.shape
+        count = tokens.shape[1]
         nodes, inverse = np.unique(state.node, return_inverse=True)
         tables = [self._children_of(int(node)) for node in nodes]
         child = np.stack([t[0] for t in tables])[inverse[:, None], tokens]
