@@ -37,7 +37,7 @@ class TableDecoder:
         self.otherwise = list(otherwise)
 
     def initial_state(self, memory):
-        return _TableState(prefixes=[None])
+        return _TableState(prefixes=[None] * memory.values.shape[0])
 
     def step(self, memory, tokens, state):
         prefixes = [() if p is None else p + (t,) for p, t in zip(state.prefixes, tokens.tolist())]
@@ -57,8 +57,7 @@ def _memory(frames: int) -> EncoderMemory:
 def _search(decoder, frames: int, weights: dict, ctc=None, lm=None, **options) -> list[Hypothesis]:
     scorers = {"attention": AttentionScorer(decoder, _memory(frames))}
     scorers.update({name: s for name, s in (("ctc", ctc), ("lm", lm)) if s is not None})
-    options.setdefault("max_length", frames)
-    return beam_search(scorers, weights, eos=EOS, **options)
+    return beam_search(scorers, weights, eos=EOS, max_lengths=[options.pop("max_length", frames)], **options)[0]
 
 
 def ctc_sequence_probability(frames: np.ndarray, tokens: tuple[int, ...]) -> float:
@@ -86,7 +85,7 @@ def test_the_search_finds_the_brute_force_best_transcript_of_its_weight_set(ctc_
     table = {p: [0.0, *rng.dirichlet(np.ones(3))] for p in prefixes}
     decoder, probs = TableDecoder(table), _frames(rng, frames)
     weights = scorer_weights("joint", {"ctc_weight": ctc_weight})
-    ctc = CTCPrefixScorer(np.log(probs), blank=0, eos=EOS)
+    ctc = CTCPrefixScorer([np.log(probs)], blank=0, eos=EOS)
     found = _search(decoder, frames, weights, ctc, beam=64, end_window=frames + 2, nbest=len(prefixes))
 
     def total(tokens):
@@ -106,7 +105,7 @@ def test_ctc_prefix_score_vetoes_what_attention_alone_prefers():
     frames = np.full((4, 3), 0.02)
     for t, token in enumerate([2, 0, 1, 0]):  # the audio says "b" then "a"
         frames[t, token] = 0.96
-    ctc = CTCPrefixScorer(np.log(frames), blank=0, eos=EOS)
+    ctc = CTCPrefixScorer([np.log(frames)], blank=0, eos=EOS)
     assert _search(decoder, 4, {"attention": 1.0}, beam=2)[0].tokens == [1, 2]
     joint = _search(decoder, 4, {"attention": 0.5, "ctc": 0.5}, ctc, beam=2)[0]
     assert joint.tokens == [2, 1]
@@ -126,7 +125,7 @@ def test_each_scorer_scores_a_batch_of_hypotheses_as_it_scores_each_alone(tmp_pa
         encoded = model.encode(torch.randn(1, 40, 40, generator=torch.Generator().manual_seed(5)), torch.tensor([40]))
     attention = AttentionScorer(model.decoder, model.memory(encoded))
     arpa = write_arpa(tmp_path / "w.arpa", {"the": -0.5, "cat": -1.0}, {"<s> the": -0.2, "the cat": -0.3})
-    scorers = {"attention": attention, "ctc": CTCPrefixScorer(encoded.log_probs[0], tokenizer.blank_id, model.eos),
+    scorers = {"attention": attention, "ctc": CTCPrefixScorer([encoded.log_probs[0]], tokenizer.blank_id, model.eos),
                "lm": FusionLM.for_tokenizer(arpa, tokenizer, alpha=0.6, beta=0.4)}
     prefixes = [tokenizer.encode(text) for text in ("th", "ca", "t ")]
     candidates = torch.tensor([tokenizer.encode("eat") + [model.eos]] * len(prefixes))
@@ -141,7 +140,7 @@ def _walk(scorer, prefixes: list[list[int]]):
     """The batch state of ``prefixes`` (one length), reached as the search reaches it: the empty prefix
     extended by each one's first symbol, then each row by its next symbol."""
     count = len(prefixes)
-    state = scorer.init_state()
+    state = scorer.init_state(1)
     for i in range(len(prefixes[0])):
         tokens = torch.tensor([[p[i]] for p in prefixes])
         current = [p[:i] for p in prefixes] if i else [[]]
@@ -154,11 +153,12 @@ def test_the_search_stops_at_the_maximum_length_and_refuses_what_it_cannot_score
     never_ends = TableDecoder({}, otherwise=(0, 0.97, 0.02, 0.01))
     assert _search(never_ends, 5, {"attention": 1.0}, beam=2)[0].tokens == [1] * 5
     assert len(_search(never_ends, 9, {"attention": 1.0}, beam=2, max_length=3)[0].tokens) == 3
-    with pytest.raises(ValueError, match="one utterance"):
-        AttentionScorer(never_ends, EncoderMemory(*(t.expand(2, -1, -1) for t in _memory(4))))
+    with pytest.raises(ValueError, match="holds 1 utterances, not 2"):
+        beam_search({"attention": AttentionScorer(never_ends, _memory(4))}, {"attention": 1.0}, eos=EOS,
+                    max_lengths=[4, 4])
     with pytest.raises(ValueError, match="needs a weight"):
         _search(never_ends, 4, {"attention": 0.7, "ctc": 0.3})
-    ctc = CTCPrefixScorer(np.log(np.full((4, 3), 1 / 3)), blank=0, eos=5)
+    ctc = CTCPrefixScorer([np.log(np.full((4, 3), 1 / 3))], blank=0, eos=5)
     with pytest.raises(ValueError, match="end symbol"):
         _search(never_ends, 4, {"attention": 0.7, "ctc": 0.3}, ctc)
 

@@ -137,7 +137,8 @@ def test_joint_searches_once_per_utterance_and_joint_lm_waits_for_a_word_lm(las_
     items = recognizer.encodings(features, torch.tensor([80, 60]))
     calls = []
     original = AttentionSearch.hypotheses
-    monkeypatch.setattr(AttentionSearch, "hypotheses", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+    monkeypatch.setattr(AttentionSearch, "hypotheses", lambda self, name, batch, **k: calls.extend(batch) or original(
+        self, name, batch, **k))  # one entry per utterance searched
     first = build_decoder("joint", tokenizer, attention=search).decode(items)
     assert build_decoder("joint", tokenizer, attention=search).decode(items) == first and len(calls) == 2
     build_decoder("attention_beam", tokenizer, attention=search).decode(items)

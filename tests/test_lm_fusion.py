@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from asr_helpers.decoding.lm_fusion import FusionLM, PrefixLookahead
+from asr_helpers.decoding.lm_fusion import FusionLM, LMBatch, PrefixLookahead
 from asr_helpers.data.text import CharTokenizer
 
 
@@ -38,12 +39,18 @@ def arpa(tmp_path) -> Path:
                       {"<s> the": -0.2, "the cat": -0.3, "cat sat": -0.4, "sat </s>": -0.1})
 
 
+def walk(lm: FusionLM, tokens: list[int]):
+    """The gains of ``tokens`` unit by unit, summed, and the LM state after them (a batch of one)."""
+    state, total = lm.init_state(1), 0.0
+    for i, token in enumerate(tokens):
+        gains, after = lm.score([tokens[:i]], state, torch.tensor([[token]]))
+        total, state = total + gains[0, 0].item(), lm.select(after, [0], [0])
+    return total, state
+
+
 def gains_over(lm: FusionLM, tokens: list[int]) -> float:
-    state, total = lm.init_state()[0], 0.0
-    for token in tokens:
-        after = lm.advance(state, token)
-        total, state = total + lm.gain(state, after), after
-    return total + lm.gain(state, lm.finish(state))
+    total, state = walk(lm, tokens)
+    return total + lm.score([tokens], state, torch.tensor([[lm.eos]]))[0][0, 0].item()
 
 
 @pytest.mark.parametrize("text", ["the cat sat", "the cap", "the dog sat", "cat"])
@@ -58,33 +65,63 @@ def test_pieces_that_start_words_score_like_characters(arpa):
     pieces = ["", " the", " c", "at", " sat"]  # a BPE-like tokenizer: the word-start mark is a space
     lm = FusionLM(arpa, pieces, alpha=1.0, beta=0.0)
     assert gains_over(lm, [1, 2, 3, 4]) == pytest.approx(lm.sentence_score("the cat sat"), abs=1e-4)
-    assert lm.advance(lm.advance(lm.init_state()[0], 1), 2).partial == "c"
+    _, state = walk(lm, [1, 2])
+    assert state.words[0] == 1 and state.score[0] - state.completed[0] == pytest.approx(lm.lookahead("c"))
 
 
 def test_a_word_in_progress_is_charged_what_it_can_still_become(arpa):
     tokenizer = CharTokenizer()
     lm = FusionLM.for_tokenizer(arpa, tokenizer, alpha=1.0, beta=0.0)
-    state = lm.init_state()[0]
-    for token in tokenizer.encode("the ca"):
-        state = lm.advance(state, token)
-    assert state.partial == "ca" and state.words == 1
-    assert state.score == pytest.approx(state.completed + math.log(10 ** -1.0 + 10 ** -1.5), abs=1e-6)
-    assert lm.advance(state, tokenizer.encode("x")[0]).score < state.score - 5, "a prefix no word has"
+    _, state = walk(lm, tokenizer.encode("the ca"))
+    assert state.words[0] == 1
+    assert state.score[0] == pytest.approx(state.completed[0] + math.log(10 ** -1.0 + 10 ** -1.5), abs=1e-6)
+    gains, _ = lm.score([tokenizer.encode("the ca")], state, torch.tensor([tokenizer.encode("x")]))
+    assert gains[0, 0].item() < -5, "a prefix no word has"
 
 
-def test_as_a_scorer_it_gives_the_gains_of_a_batch_of_candidates_and_finishes_on_the_end_symbol(arpa):
+def test_as_a_scorer_it_scores_a_batch_of_rows_and_candidates_as_each_alone(arpa):
     tokenizer = CharTokenizer()
     lm = FusionLM.for_tokenizer(arpa, tokenizer, alpha=0.7, beta=0.5)
     assert lm.eos == tokenizer.vocab_size and not lm.full
-    start = lm.init_state()[0]
-    the = start
-    for token in tokenizer.encode("the"):
-        the = lm.advance(the, token)
-    c, space = tokenizer.encode("c")[0], tokenizer.encode(" ")[0]
-    gains, states = lm.score([[], tokenizer.encode("the")], [start, the], torch.tensor([[c, lm.eos], [space, lm.eos]]))
-    assert gains.shape == (2, 2)
-    assert gains[1, 1].item() == pytest.approx(lm.gain(the, lm.finish(the)))
-    assert gains[1, 0].item() == pytest.approx(lm.gain(the, lm.advance(the, space)))
-    assert gains[0, 0].item() == pytest.approx(lm.gain(start, lm.advance(start, c)))
-    assert lm.select(states, [1], [0])[0] == lm.advance(the, space)
+    texts = ["", "the", "the ca", "the"]
+    rows = [walk(lm, tokenizer.encode(text))[1] for text in texts]
+    state = LMBatch(*(np.concatenate([getattr(r, name) for r in rows]) for name in
+                      ("history", "node", "completed", "words", "score")))
+    candidates = torch.tensor([tokenizer.encode("c ") + [lm.eos]] * len(texts))
+    gains, after = lm.score([tokenizer.encode(t) for t in texts], state, candidates)
+    assert gains.shape == (4, 3)
+    for row, text in enumerate(texts):
+        for column, token in enumerate(candidates[row].tolist()):
+            alone = (gains_over(lm, tokenizer.encode(text)) - walk(lm, tokenizer.encode(text))[0] if token == lm.eos
+                     else walk(lm, tokenizer.encode(text) + [token])[0] - walk(lm, tokenizer.encode(text))[0])
+            assert gains[row, column].item() == pytest.approx(alone, abs=1e-9), (text, token)
+    chosen = lm.select(after, [2], [1])
+    assert chosen.words[0] == 2 and chosen.score[0] == chosen.completed[0], "a space completes the word"
     assert lm.with_weights(1.0, 0.0).alpha == 1.0 and lm.alpha == 0.7, "a reweighted copy leaves the original be"
+
+
+class _CountingModel:
+    """A KenLM model that counts the word scores asked of it."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def BaseScore(self, context, word, after):  # noqa: N802 (KenLM's name)
+        self.calls.append(word)
+        return self.model.BaseScore(context, word, after)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_kenlm_is_asked_once_per_distinct_history_and_word(arpa):
+    tokenizer = CharTokenizer()
+    lm = FusionLM.for_tokenizer(arpa, tokenizer, alpha=0.7, beta=0.5)
+    _, one = walk(lm, tokenizer.encode("the"))
+    lm.model = counting = _CountingModel(lm.model)
+    state = LMBatch(*(np.repeat(getattr(one, name), 3) for name in ("history", "node", "completed", "words", "score")))
+    candidates = torch.tensor([tokenizer.encode(" c") + [lm.eos]] * 3)
+    first, _ = lm.score([tokenizer.encode("the")] * 3, state, candidates)
+    assert sorted(counting.calls) == ["</s>", "the"], "three rows, each ending the word twice: two KenLM calls"
+    again, _ = lm.score([tokenizer.encode("the")] * 3, state, candidates)
+    assert len(counting.calls) == 2 and torch.equal(first, again), "remembered"

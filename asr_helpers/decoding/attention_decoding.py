@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from asr_helpers.decoding.beam_search import Hypothesis, beam_search, scorer_weights
 from asr_helpers.decoding.ctc import Encoding
@@ -26,6 +27,7 @@ from asr_helpers.decoding.scorers import AttentionScorer
 from asr_helpers.decoding.tuned import Tuned
 
 ATTENTION_BEAM = 8  # beam of attention_beam and joint (kept small: every step runs the decoder once per hypothesis)
+SEARCH_BATCH_FRAMES = 8000  # utterances searched together: up to this many padded encoder frames (count x longest)
 LM_BEAM = 16  # joint+lm's beam: on the 20-minute las run, 16 gave 13.4 % dev-clean CER where 8 gave 14.7 %
 DEFAULT_WEIGHTS = {  # each decoder's weights before 04 tunes them
     "joint": {"ctc_weight": 0.3},  # ESPnet's LibriSpeech choice
@@ -85,15 +87,27 @@ def attention_greedy(decoder, memory, max_lengths: torch.Tensor) -> list[list[in
 
 def search_batch(model, encoded, beam: int = ATTENTION_BEAM, ctc_weight: float = 0.0,
                  nbest: int = 1) -> list[list[Hypothesis]]:
-    """The ``joint`` search at ``ctc_weight`` (0: attention alone) of every utterance a ``JointCTCAttention`` encoded."""
+    """The ``joint`` search at ``ctc_weight`` (0: attention alone) of every utterance a ``JointCTCAttention``
+    encoded, all searched together."""
+    frames = encoded.lengths.tolist()
     memory = model.memory(encoded)
-    weights = scorer_weights("joint", {"ctc_weight": ctc_weight})
-    results = []
-    for row, frames in enumerate(encoded.lengths.tolist()):
-        scorers = {"attention": AttentionScorer(model.decoder, memory.utterance(row)),
-                   "ctc": CTCPrefixScorer(encoded.log_probs[row, :frames], model.blank, model.eos)}
-        results.append(beam_search(scorers, weights, eos=model.eos, max_length=frames, beam=beam, nbest=nbest))
-    return results
+    scorers = {"attention": AttentionScorer(model.decoder, memory),
+               "ctc": CTCPrefixScorer([lp[:n] for lp, n in zip(encoded.log_probs, frames)], model.blank, model.eos,
+                                      memory.values.device)}
+    return beam_search(scorers, scorer_weights("joint", {"ctc_weight": ctc_weight}), eos=model.eos,
+                       max_lengths=frames, beam=beam, nbest=nbest)
+
+
+def frame_batches(frames: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices of utterances with these encoder ``frames``, by length, grouped so that each group's padded
+    frames (count x longest) stay within ``budget`` (a longer utterance alone)."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(frames)), key=lambda i: frames[i]):
+        if batches and (len(batches[-1]) + 1) * frames[index] <= budget:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 @dataclass(frozen=True)
@@ -101,11 +115,13 @@ class AttentionSearch:
     """The attention decoders of a trained ``las.JointCTCAttention`` (its ``decoder``, ``memory_of``,
     ``blank`` and ``eos``), by the table's names, each beam-search decoder with its ``settings``;
     ``joint+lm`` needs the word LM ``lm``. Searches run once per utterance and settings (``memo``, shared
-    by the searches ``with_*`` derive)."""
+    by the searches ``with_*`` derive). Utterances are searched together, as many as keep the padded
+    encoder frames of a batch within ``batch_frames``."""
     model: object
     tokenizer: object
     settings: Mapping[str, SearchSettings] = field(default_factory=search_settings)
     lm: FusionLM | None = None
+    batch_frames: int = SEARCH_BATCH_FRAMES
     memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -139,41 +155,48 @@ class AttentionSearch:
             raise ValueError(f"no settings for the {name} decoder; this search has {sorted(self.settings)}")
         return self.settings[name]
 
-    def _memory(self, item: Encoding):
-        if not isinstance(item, Encoding) or item.states is None:
+    def _memory(self, items: Sequence[Encoding]):
+        """What attention reads for ``items``, padded to the longest."""
+        if any(not isinstance(item, Encoding) or item.states is None for item in items):
             raise ValueError("attention decoding needs the encoder states of a model: las checkpoint")
         device = next(self.model.parameters()).device
-        states = torch.as_tensor(item.states, dtype=torch.float32, device=device)[None]
-        return self.model.memory_of(states, torch.tensor([len(item.states)], device=device))
+        states = pad_sequence([torch.as_tensor(item.states, dtype=torch.float32) for item in items], batch_first=True)
+        return self.model.memory_of(states.to(device), torch.tensor([len(item.states) for item in items], device=device))
 
-    def hypotheses(self, name: str, item: Encoding, nbest: int = 1) -> list[Hypothesis]:
-        """Beam-search decoder ``name``'s ``nbest`` best for one utterance."""
+    def hypotheses(self, name: str, items: Sequence[Encoding], nbest: int = 1) -> list[list[Hypothesis]]:
+        """Beam-search decoder ``name``'s ``nbest`` best of each of ``items``, searched together."""
         settings = self._settings(name)
         weights = scorer_weights(name, settings.weights)
-        scorers = {"attention": AttentionScorer(self.model.decoder, self._memory(item))}
+        memory = self._memory(items)
+        scorers = {"attention": AttentionScorer(self.model.decoder, memory)}
         if "ctc" in weights:
-            scorers["ctc"] = CTCPrefixScorer(item.log_probs, self.model.blank, self.model.eos)
+            scorers["ctc"] = CTCPrefixScorer([item.log_probs for item in items], self.model.blank, self.model.eos,
+                                             memory.values.device)
         if "lm" in weights:
             scorers["lm"] = self.lm.with_weights(settings.weights["alpha"], settings.weights["beta"])
-        return beam_search(scorers, weights, eos=self.model.eos, max_length=scorers["attention"].frames,
+        return beam_search(scorers, weights, eos=self.model.eos, max_lengths=scorers["attention"].frames,
                            beam=settings.beam, nbest=nbest)
 
-    def _best(self, name: str, item: Encoding) -> list[int]:
-        """The best transcript's tokens, searched once per utterance, decoder, settings and word LM."""
-        key = (name, self._settings(name).key(), self.lm if spec(name).needs_lm else None, id(item.log_probs))
-        if key not in self.memo or self.memo[key][0] is not item.log_probs:
-            found = self.hypotheses(name, item)
-            self.memo[key] = (item.log_probs, found[0].tokens if found else [])
-        return self.memo[key][1]
+    def _best(self, name: str, items: Sequence[Encoding]) -> list[list[int]]:
+        """The best transcript's tokens of each item, searched once per utterance, decoder, settings and word LM
+        (those not searched yet in batches of ``batch_frames``)."""
+        settings = self._settings(name)
+        keys = [(name, settings.key(), self.lm if spec(name).needs_lm else None, id(item.log_probs)) for item in items]
+        missing = [i for i, (key, item) in enumerate(zip(keys, items))
+                   if key not in self.memo or self.memo[key][0] is not item.log_probs]
+        for batch in frame_batches([len(items[i].log_probs) for i in missing], self.batch_frames):
+            found = self.hypotheses(name, [items[missing[k]] for k in batch])
+            for k, nbest in zip(batch, found):
+                self.memo[keys[missing[k]]] = (items[missing[k]].log_probs, nbest[0].tokens if nbest else [])
+        return [self.memo[key][1] for key in keys]
 
     @torch.no_grad()
     def decode(self, name: str, items: Sequence[Encoding]) -> list[str]:
         """Texts of decoder ``name`` (greedy ``attention`` or a beam-search decoder) for every item."""
         if name == "attention":
-            return [self.tokenizer.decode(attention_greedy(self.model.decoder, self._memory(item),
+            return [self.tokenizer.decode(attention_greedy(self.model.decoder, self._memory([item]),
                                                            torch.tensor([len(item.states)]))[0]) for item in items]
-        self._settings(name)
-        return [self.tokenizer.decode(self._best(name, item)) for item in items]
+        return [self.tokenizer.decode(tokens) for tokens in self._best(name, items)]
 
     def tune(self, name: str, items: Sequence[Encoding], references: Sequence[str],
              grid: Sequence[Mapping[str, float]]) -> Tuned:

@@ -7,121 +7,179 @@ decoder alone happily emits a fluent transcript the audio does not support (skip
 words); the prefix score vetoes such hypotheses because CTC must align every token with frames.
 
 State of a prefix ``g``: two log-probabilities per frame ``t``, the probability that frames
-``0..t`` collapse to ``g`` ending in a non-blank (``r_n``) or in a blank (``r_b``). Extending by
-``c`` is a linear recursion over frames; it is solved here with cumulative sums and
-``logaddexp.accumulate`` instead of a Python loop over frames, for all candidates at once.
+``0..t`` collapse to ``g`` ending in a non-blank (``r_n``) or in a blank (``r_b``). The prefix
+score of ``g + c`` needs only ``g``'s state: ``psi = log sum over t of phi[t - 1] * p_t(c)``, one
+log-sum-exp over frames for every candidate of every hypothesis of every utterance at once. The
+state of ``g + c`` (a linear recursion over frames, solved with cumulative sums and a cumulative
+log-sum-exp) is computed only for the extensions the search keeps, a beam's worth instead of the
+pre-beam's 1.5 x beam per hypothesis. Utterances of different lengths share padded ``[B, V, T]``
+log-probs; each row reads its own utterance's frames only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from asr_helpers.decoding.scorers import RowGroups
+
 LOG_ZERO = -1e10  # finite "log 0" (as in ESPnet), so score differences never turn into NaN
 _LOG_FLOOR = -1e4  # log-probs below this are 0 in float32 anyway; keeps the cumulative sums exact
+_SMALLEST_SUM = 1e-250  # a product sum below this may have lost digits to underflow: redone in logs
 
 
 @dataclass(frozen=True)
 class PrefixState:
-    """``r_n``/``r_b`` (``[frames]`` each) of one prefix, and its prefix score ``psi``."""
-    r_n: np.ndarray
-    r_b: np.ndarray
-    psi: float
+    """A batch of prefixes: ``r_n``/``r_b`` ``[N, T]``, prefix scores ``psi`` ``[N]``, each row's utterance ``[N]``."""
+    r_n: torch.Tensor
+    r_b: torch.Tensor
+    psi: torch.Tensor
+    utterances: torch.Tensor
 
 
-def _linear_recursion(start_value: np.ndarray, feed: np.ndarray, emit: np.ndarray) -> np.ndarray:
-    """Solve ``a[t] = logaddexp(a[t-1], feed[t-1]) + emit[t]`` for ``t = 1..n`` given ``a[0]``.
+@dataclass(frozen=True)
+class PendingStep:
+    """One step scored but not yet taken: the prefixes before it (``length`` tokens, the last one ``last``
+    ``[N]``, -1 when empty), their candidates ``[N, C]`` and the candidates' prefix scores ``[N, C]``."""
+    before: PrefixState
+    length: int
+    last: torch.Tensor
+    candidates: torch.Tensor
+    psi: torch.Tensor
 
-    Arrays are ``[n + 1, C]`` (``emit`` may be ``[n + 1, 1]``); row 0 of ``feed`` is used, row 0 of ``emit`` is not. With
+
+def _linear_recursion(start_value: torch.Tensor, feed: torch.Tensor, emit: torch.Tensor) -> torch.Tensor:
+    """Solve ``a[t] = logaddexp(a[t-1], feed[t-1]) + emit[t]`` for ``t = 1..n`` given ``a[0]``, along the last axis.
+
+    Arrays are ``[K, n + 1]``; column 0 of ``feed`` is used, column 0 of ``emit`` is not. With
     ``E[t] = emit[1] + ... + emit[t]``: ``a[t] = E[t] + logsumexp(a[0], feed[s] - E[s] for s < t)``.
     """
-    cumulative = np.concatenate([np.zeros_like(emit[:1]), np.cumsum(emit[1:], axis=0)])
-    terms = np.concatenate([start_value[None], feed[:-1] - cumulative[:-1]])
-    return cumulative + np.logaddexp.accumulate(terms, axis=0)
+    cumulative = torch.cat([torch.zeros_like(emit[:, :1]), torch.cumsum(emit[:, 1:], dim=1)], dim=1)
+    terms = torch.cat([start_value[:, None], feed[:, :-1] - cumulative[:, :-1]], dim=1)
+    return cumulative + torch.logcumsumexp(terms, dim=1)
+
+
+def padded_log_probs(log_probs: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Utterances' CTC log-probs (``[frames, vocab]`` arrays or tensors) as one ``[B, vocab, T]`` float64
+    tensor, floored at ``_LOG_FLOOR`` and padded with 0, and their frames ``[B]``."""
+    matrices = [torch.as_tensor(np.asarray(m.detach().float().cpu() if hasattr(m, "detach") else m),
+                                dtype=torch.float64) for m in log_probs]
+    for m in matrices:
+        if m.ndim != 2 or m.shape[0] == 0:
+            raise ValueError(f"expected CTC log-probs [frames, vocab] with frames > 0, got shape {tuple(m.shape)}")
+    frames = torch.tensor([m.shape[0] for m in matrices])
+    padded = torch.zeros(len(matrices), matrices[0].shape[1], int(frames.max()), dtype=torch.float64)
+    for row, m in enumerate(matrices):
+        padded[row, :, :m.shape[0]] = m.clamp(min=_LOG_FLOOR).T
+    return padded, frames
 
 
 class CTCPrefixScorer:
-    """Prefix scores of one utterance's CTC log-probs ``[frames, vocab]`` (numpy or tensor).
+    """Prefix scores of a batch of utterances' CTC log-probs (a list of ``[frames, vocab]``, numpy or tensor).
 
     ``eos`` is the attention decoder's end symbol (any id, usually one past the CTC vocabulary):
     its score is the probability that the transcript is exactly the prefix. The blank is never a
-    candidate (score ``LOG_ZERO``). As a partial scorer of the beam search (``scorers.Scorer``) its
-    state is one ``PrefixState`` per hypothesis, and it scores a step by the change of the prefix score.
+    candidate (score ``LOG_ZERO``). As a partial scorer of the beam search (``scorers.Scorer``) it
+    scores a step by the change of the prefix score; ``device`` is where the work runs (the model's).
     """
 
     full = False
 
-    def __init__(self, log_probs, blank: int, eos: int):
-        if hasattr(log_probs, "detach"):
-            log_probs = log_probs.detach().float().cpu().numpy()
-        log_probs = np.asarray(log_probs, dtype=np.float64)
-        if log_probs.ndim != 2 or log_probs.shape[0] == 0:
-            raise ValueError(f"expected CTC log-probs [frames, vocab] with frames > 0, got shape {log_probs.shape}")
-        self.x = np.maximum(log_probs, _LOG_FLOOR)
-        self.blank = blank
-        self.eos = eos
+    def __init__(self, log_probs: Sequence, blank: int, eos: int, device: torch.device | str = "cpu"):
+        padded, frames = padded_log_probs(log_probs)
+        self.x = padded.to(device)           # [B, V, T]
+        self.p = self.x.exp().transpose(1, 2).contiguous()  # [B, T, V] probabilities (padding: 1, never weighed)
+        self.frames = frames.to(device)      # [B]
+        self.blank, self.eos = blank, eos
 
-    @property
-    def frames(self) -> int:
-        return self.x.shape[0]
+    def init_state(self, count: int) -> PrefixState:
+        """The empty prefix of each of the ``count`` utterances: every frame so far was blank (psi = 0)."""
+        if count != len(self.x):
+            raise ValueError(f"this CTC scorer holds {len(self.x)} utterances, not {count}")
+        r_b = torch.cumsum(self.x[:, self.blank], dim=1)
+        return PrefixState(torch.full_like(r_b, LOG_ZERO), r_b, torch.zeros(count, dtype=torch.float64,
+                                                                            device=r_b.device),
+                           torch.arange(count, device=r_b.device))
 
-    def init_state(self) -> list[PrefixState]:
-        """The empty prefix: every frame so far was blank; it starts every transcript (psi = 0)."""
-        return [PrefixState(np.full(self.frames, LOG_ZERO), np.cumsum(self.x[:, self.blank]), 0.0)]
+    def score(self, prefixes: Sequence[list[int]], state: PrefixState,
+              candidates: torch.Tensor) -> tuple[torch.Tensor, PendingStep]:
+        """What each candidate adds, ``log p(prefix + c ...) - log p(prefix ...)`` ``[N, C]``, and the pending step."""
+        pending = self.prefix_scores(prefixes, state, candidates)
+        return (pending.psi - state.psi[:, None]).cpu(), pending
 
-    def score(self, prefixes: list[list[int]], states: list[PrefixState],
-              candidates) -> tuple[torch.Tensor, list[list[PrefixState]]]:
-        """What each candidate adds, ``log p(prefix + c ...) - log p(prefix ...)`` ``[N, C]``, and the new states."""
-        scores, new_states = self.prefix_scores(prefixes, states, candidates)
-        return torch.from_numpy(scores - np.array([s.psi for s in states])[:, None]), new_states
-
-    def select(self, states: list[list[PrefixState]], rows, columns) -> list[PrefixState]:
-        return [states[row][column] for row, column in zip(rows, columns)]
-
-    def prefix_scores(self, prefixes: list[list[int]], states: list[PrefixState],
-                      candidates) -> tuple[np.ndarray, list[list[PrefixState]]]:
-        """Prefix scores ``log p(prefix + c ...)`` ``[N, C]`` for candidates ``[N, C]`` of hypotheses of one
-        length (a beam at one step; token ids, no start symbol), and the ``[N][C]`` states they lead to."""
-        candidates = np.asarray(candidates, dtype=np.int64).reshape(len(prefixes), -1)
+    def prefix_scores(self, prefixes: Sequence[list[int]], state: PrefixState, candidates) -> PendingStep:
+        """Prefix scores ``log p(prefix + c ...)`` ``[N, C]`` for candidates ``[N, C]`` (token ids) of
+        hypotheses of one length (a beam at one step, no start symbol), as a step still to be taken."""
+        device = self.x.device
+        candidates = torch.as_tensor(np.asarray(candidates), dtype=torch.long, device=device).reshape(len(prefixes), -1)
         if len({len(p) for p in prefixes}) > 1:
             raise ValueError("prefix scores need prefixes of one length (a beam at one step)")
-        hyps, count = candidates.shape
-        flat, owner = candidates.reshape(-1), np.repeat(np.arange(hyps), count)
-        columns = np.flatnonzero((flat != self.eos) & (flat != self.blank))
-        previous_n = np.stack([s.r_n for s in states], 1)
-        previous_b = np.stack([s.r_b for s in states], 1)
-        last = np.array([p[-1] if p else -1 for p in prefixes])
-        psi, r_n, r_b = self._extend(len(prefixes[0]), previous_n[:, owner[columns]], previous_b[:, owner[columns]],
-                                     last[owner[columns]], flat[columns])
-        scores = np.full(len(flat), LOG_ZERO)
-        scores[columns] = psi
-        ends = flat == self.eos
-        scores[ends] = np.logaddexp(previous_n[-1], previous_b[-1])[owner[ends]]
-        impossible = PrefixState(np.full(self.frames, LOG_ZERO), np.full(self.frames, LOG_ZERO), LOG_ZERO)
-        new_states = [states[h] if ends[k] else impossible for k, h in enumerate(owner)]
-        for i, k in enumerate(columns):
-            new_states[k] = PrefixState(r_n[:, i], r_b[:, i], float(psi[i]))
-        return scores.reshape(hyps, count), [new_states[h * count:(h + 1) * count] for h in range(hyps)]
+        length = len(prefixes[0])
+        last = torch.tensor([p[-1] if p else -1 for p in prefixes], device=device)
+        ends, blanks = candidates == self.eos, candidates == self.blank
+        tokens = candidates.masked_fill(ends, self.blank)  # any CTC id: the end's score is set below
+        psi = self._psi(length, state, last, tokens)
+        frame = (self.frames[state.utterances] - 1)[:, None]
+        end = torch.logaddexp(state.r_n.gather(1, frame), state.r_b.gather(1, frame))
+        psi = torch.where(ends, end.expand_as(psi), psi).masked_fill(blanks, LOG_ZERO)
+        return PendingStep(state, length, last, candidates, psi)
 
-    def _extend(self, length: int, previous_n: np.ndarray, previous_b: np.ndarray, last: np.ndarray,
-                tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """psi ``[N]``, r_n and r_b ``[frames, N]`` of column ``i``'s prefix (``length`` tokens ending
-        in ``last[i]``, state ``previous_*[:, i]``) extended by ``tokens[i]``."""
-        frames, count = self.frames, len(tokens)
-        r_n = np.full((frames, count), LOG_ZERO)
-        r_b = np.full((frames, count), LOG_ZERO)
-        emit = self.x[:, tokens]
-        # phi[t]: probability that frames 0..t give the prefix and a new token may follow at t+1;
-        # a token equal to the prefix's last one needs a blank in between.
-        phi = np.where(tokens == last, previous_b, np.logaddexp(previous_n, previous_b))
-        start = max(length, 1)  # the new token needs ``length`` earlier frames
-        if length == 0:
-            r_n[0] = emit[0]
-        if start >= frames:
-            return (r_n[0].copy() if length == 0 else np.full(count, LOG_ZERO)), r_n, r_b
-        r_n[start - 1:] = _linear_recursion(r_n[start - 1], phi[start - 1:], emit[start - 1:])
-        r_b[start - 1:] = _linear_recursion(r_b[start - 1], r_n[start - 1:], self.x[start - 1:, self.blank, None])
-        new_token = phi[start - 1:-1] + emit[start:]
-        psi = np.logaddexp(r_n[start - 1], np.logaddexp.reduce(new_token, axis=0))
-        return psi, r_n, r_b
+    def _psi(self, length: int, state: PrefixState, last: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``log p(prefix + tokens[n, c] ...)`` ``[N, C]``: the new token's first frame ``t`` (at least ``length``),
+        after the prefix was done by frame ``t - 1`` (``phi``); a token equal to the last one needs a blank between."""
+        start, total, utterances = max(length, 1), self.x.shape[2], state.utterances
+        first = (self.x[:, :, 0][utterances[:, None], tokens] if length == 0 else
+                 torch.full(tokens.shape, LOG_ZERO, dtype=self.x.dtype, device=self.x.device))
+        if start >= total:
+            return first
+        beyond = torch.arange(start, total, device=self.x.device) >= self.frames[utterances][:, None]   # [N, T']
+        r_n, r_b = state.r_n[:, start - 1:total - 1], state.r_b[:, start - 1:total - 1]
+        new = self._emitted(torch.logaddexp(r_n, r_b).masked_fill(beyond, float("-inf")), utterances, start, tokens)
+        repeat = tokens == last[:, None]
+        if bool(repeat.any()):
+            emit = self.x[:, :, start:][utterances, last.clamp(min=0)]                               # [N, T']
+            again = torch.logsumexp((r_b + emit).masked_fill(beyond, float("-inf")), dim=1)
+            new = torch.where(repeat, again[:, None], new)
+        return torch.logaddexp(first, new)
+
+    def _emitted(self, phi: torch.Tensor, utterances: torch.Tensor, start: int, tokens: torch.Tensor) -> torch.Tensor:
+        """``log sum over t >= start of exp(phi[n, t - start]) p_t(tokens[n, c])`` ``[N, C]``.
+
+        One batched product per step: each row's ``exp(phi)``, scaled by its maximum, times its utterance's
+        probabilities of every unit (rows grouped by utterance, so nothing is copied per candidate). A sum
+        far below the row's best (where the product could underflow) is redone as a log-sum-exp.
+        """
+        peak = phi.max(dim=1).values
+        finite = torch.isfinite(peak)
+        scale = torch.where(finite, peak, torch.zeros_like(peak))
+        groups = RowGroups.of(utterances, len(self.x))
+        products = torch.bmm(groups.group(torch.exp(phi - scale[:, None])), self.p[:, start:])     # [B, K, V]
+        sums = groups.ungroup(products).gather(1, tokens)
+        result = scale[:, None] + torch.log(sums)
+        lost = (sums < _SMALLEST_SUM) & finite[:, None]
+        if bool(lost.any()):
+            rows, columns = lost.nonzero(as_tuple=True)
+            terms = phi[rows] + self.x[:, :, start:][utterances[rows], tokens[rows, columns]]
+            result[rows, columns] = torch.logsumexp(terms, dim=1)
+        return result
+
+    def select(self, pending: PendingStep, rows: Sequence[int], columns: Sequence[int]) -> PrefixState:
+        """The states of the extensions kept (row ``rows[j]`` by its candidate ``columns[j]``): the two recursions."""
+        device = self.x.device
+        rows_t = torch.as_tensor(list(rows), dtype=torch.long, device=device)
+        columns_t = torch.as_tensor(list(columns), dtype=torch.long, device=device)
+        before, tokens = pending.before, pending.candidates[rows_t, columns_t].clamp(max=self.x.shape[1] - 1)
+        utterances = before.utterances[rows_t]
+        previous_n, previous_b = before.r_n[rows_t], before.r_b[rows_t]
+        emit = self.x[utterances, tokens]                                              # [K, T]
+        phi = torch.where((tokens == pending.last[rows_t])[:, None], previous_b, torch.logaddexp(previous_n, previous_b))
+        r_n, r_b = torch.full_like(emit, LOG_ZERO), torch.full_like(emit, LOG_ZERO)
+        start = max(pending.length, 1)
+        if pending.length == 0:
+            r_n[:, 0] = emit[:, 0]
+        if start < emit.shape[1]:
+            r_n[:, start - 1:] = _linear_recursion(r_n[:, start - 1], phi[:, start - 1:], emit[:, start - 1:])
+            r_b[:, start - 1:] = _linear_recursion(r_b[:, start - 1], r_n[:, start - 1:], self.x[utterances, self.blank, start - 1:])
+        return PrefixState(r_n, r_b, pending.psi[rows_t, columns_t], utterances)

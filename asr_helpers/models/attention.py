@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from asr_helpers.decoding.scorers import RowMemory
 from asr_helpers.models.deepspeech2 import time_mask
 
 ATTENTION_KINDS = ("location", "dot")  # DecoderConfig.attention: AttentionDecoder, DotAttentionDecoder
@@ -64,14 +65,9 @@ class EncoderMemory(NamedTuple):
     keys: torch.Tensor    # [B, T, A]
     mask: torch.Tensor    # [B, T] bool, True on real frames
 
-    def utterance(self, row: int) -> "EncoderMemory":
-        """Row ``row`` alone, cut to its real frames (batch of 1, for beam search)."""
-        frames = int(self.mask[row].sum())
-        return EncoderMemory(*(t[row:row + 1, :frames] for t in self))
-
-    def expand(self, count: int) -> "EncoderMemory":
-        """A one-utterance memory repeated for ``count`` hypotheses (a view, no copy)."""
-        return EncoderMemory(*(t.expand(count, *t.shape[1:]) for t in self))
+    def rows(self, index: torch.Tensor) -> "EncoderMemory":
+        """The memories of utterances ``index``."""
+        return EncoderMemory(*(t[index] for t in self))
 
 
 class DecoderState(NamedTuple):
@@ -102,10 +98,16 @@ class LocationAwareAttention(nn.Module):
     def memory(self, states: torch.Tensor, lengths: torch.Tensor) -> EncoderMemory:
         return EncoderMemory(states, self.key_projection(states), time_mask(lengths, states.shape[1]))
 
-    def forward(self, memory: EncoderMemory, query: torch.Tensor,
+    def forward(self, memory: EncoderMemory | RowMemory, query: torch.Tensor,
                 previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Context ``[N, D]`` and weights ``[N, T]`` (zero on padding) for one decoder step."""
         location = self.location_projection(self.location_conv(previous[:, None, :]).transpose(1, 2))
+        if isinstance(memory, RowMemory):
+            rows, memory = memory.rows, memory.memory
+            inner = rows.group(self.query_projection(query)[:, None, :] + location)     # [B, K, T, A]
+            energy = self.energy(torch.tanh(memory.keys[:, None] + inner)).squeeze(-1)
+            weights = torch.softmax(self.sharpening * energy.masked_fill(~memory.mask[:, None], float("-inf")), dim=-1)
+            return rows.ungroup(torch.bmm(weights, memory.values)), rows.ungroup(weights)
         energy = self.energy(torch.tanh(memory.keys + self.query_projection(query)[:, None, :] + location))
         energy = energy.squeeze(-1).masked_fill(~memory.mask, float("-inf"))
         weights = torch.softmax(self.sharpening * energy, dim=-1)
@@ -197,8 +199,12 @@ class DotProductAttention(nn.Module):
     def memory(self, states: torch.Tensor, lengths: torch.Tensor) -> EncoderMemory:
         return EncoderMemory(states, self.key_projection(states), time_mask(lengths, states.shape[1]))
 
-    def forward(self, memory: EncoderMemory, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Contexts ``[N, U, D]`` and weights ``[N, U, T]`` (zero on padding) for queries ``[N, U, H]``."""
+    def forward(self, memory: EncoderMemory | RowMemory, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contexts ``[N, U, D]`` and weights ``[N, U, T]`` (zero on padding) for queries ``[N, U, H]``
+        (a ``RowMemory``: one query per row, ``U`` = 1, each utterance's rows attending together)."""
+        if isinstance(memory, RowMemory):
+            contexts, weights = self(memory.memory, memory.rows.group(queries[:, 0]))
+            return memory.rows.ungroup(contexts)[:, None], memory.rows.ungroup(weights)[:, None]
         energy = torch.bmm(self.query_projection(queries), memory.keys.transpose(1, 2)) * self.scale
         weights = torch.softmax(energy.masked_fill(~memory.mask[:, None, :], float("-inf")), dim=-1)
         return torch.bmm(weights, memory.values), weights
