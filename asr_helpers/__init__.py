@@ -19,9 +19,12 @@ decoding    model scores -> text, and how good it is
     decoders, tuned         the decoder table (name, label, head, needs LM, tuned weights, metric);
                             one record of tuned weights per run (tuned.json)
     ctc, ctc_prefix, lm     CTC greedy / prefix beam / pyctcdecode + KenLM; CTC prefix scores; n-gram LMs
+    lm_engines,             which engine runs the lm decoder: pyctcdecode (the reference) or flashlight
+    flashlight_lm           (flashlight-text's C++ search, with or without a lexicon)
     scorers, beam_search,   the label-synchronous search: one beam search over weighted scorers
-    lm_fusion,              (attention decoder, CTC prefix, word LM with prefix look-ahead);
-    attention_decoding      AttentionSearch serves attention_beam / joint / joint+lm as weight sets
+    lm_fusion,              (attention decoder, CTC prefix, word LM with prefix look-ahead), over the
+    attention_decoding      hypotheses of a batch of utterances at once; AttentionSearch serves
+                            attention_beam / joint / joint+lm as weight sets
     metrics                 WER and CER
 models      the networks and the recognizers the loop plugs in
     registry                model name -> recognizer class, config section, output heads (-> decoders)
@@ -42,11 +45,14 @@ inference   a trained model used on files and splits
 report      what notebooks 04 and 05 show
     summary, figures,       run folders -> tables; the report's figures; error analysis;
     error_analysis,         the course checklist; interactive panels
-    checklist, widgets
+    checklist, widgets,     the microphone panel (an anywidget recorder in front of a Streamer)
+    mic_widget
 tools       entry points
     cli, notebooks          python -m asr_helpers ...; the notebooks headless
     bench, bench_train,     throughput benchmarks (training goes through Trainer.train_step)
-    bench_data, bench_decode, bench_stream (streaming latency, real-time factor, memory over a long stream)
+    bench_data, bench_decode, bench_transcribe (files/s per decoder, beside a second checkout: --compare),
+    bench_transcribe,       bench_stream (streaming latency, real-time factor, memory over a long stream)
+    bench_stream
     gpu_check, gpu_plan     the prepared GPU check and the Kaggle week plan
     install                 requirements without breaking Kaggle/Colab's torch
 """
