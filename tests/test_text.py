@@ -47,3 +47,20 @@ def test_bpe_tokenizer_round_trip_labels_and_checkpoint_state():
     assert isinstance(restored, BPETokenizer) and restored.encode("the cat") == tok.encode("the cat")
     with pytest.raises(TextError):
         tok.encode("route 66")
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_decode_more_grows_a_transcript_as_decoding_all_ids_reads(kind):
+    """A stream extends its text chunk by chunk: any split of the ids gives ``decode`` of all of them,
+    blanks, lone word-start pieces and the unknown piece included."""
+    import random
+    from asr_helpers.data.text import train_bpe
+    tok = CharTokenizer() if kind == "char" else train_bpe(["the cat sat on a mat", "a dog ran far"] * 30, vocab_size=40)
+    rng = random.Random(0)
+    for _ in range(500):
+        ids = [rng.randrange(tok.vocab_size) for _ in range(rng.randrange(12))]
+        text, start = "", 0
+        while start < len(ids):
+            step = rng.randrange(1, 4)
+            text, start = tok.decode_more(text, ids[start:start + step]), start + step
+        assert text == tok.decode(ids), [tok.labels[i] for i in ids]

@@ -73,6 +73,11 @@ class CharTokenizer:
         """Text for label ids (no CTC collapsing here: that is the decoder's job)."""
         return "".join(self.alphabet[i - 1] for i in ids if i != self.blank_id)
 
+    def decode_more(self, text: str, ids: list[int]) -> str:
+        """``text`` (the decoding of earlier ids) extended by ``ids``, as ``decode`` of all of them reads:
+        a stream grows its transcript without decoding it all again."""
+        return text + self.decode(ids)
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "alphabet": self.alphabet}
 
@@ -110,6 +115,16 @@ class BPETokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._sp.decode([i - 1 for i in ids if i != self.blank_id])
+
+    def decode_more(self, text: str, ids: list[int]) -> str:
+        """``text`` (the decoding of earlier ids) extended by ``ids``, as ``decode`` of all of them reads
+        (sentencepiece drops the space only before the first word, so later pieces are joined as they read)."""
+        pieces = [i - 1 for i in ids if i != self.blank_id]
+        if not text:
+            return self._sp.decode(pieces)
+        more = "".join(" \u2047 " if self._sp.is_unknown(i) else self._sp.id_to_piece(i).replace("\u2581", " ")
+                       for i in pieces)
+        return text + more
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "model": base64.b64encode(self.model).decode("ascii")}

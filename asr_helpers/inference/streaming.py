@@ -10,6 +10,7 @@ is one, returns everything and resets the streamer for the next stream. Bad chun
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,8 @@ class Streamer:
         self._state = self.recognizer.net.initial_state(self.device)
         self._feats: list[torch.Tensor] = []
         self._log_probs: list[torch.Tensor] = []
-        self._ids: list[int] = []
+        self._feature_frames = 0
+        self._emitted = 0
         self._last = self.recognizer.tokenizer.blank_id
         self._text = ""
 
@@ -77,7 +79,7 @@ class Streamer:
     @property
     def emitted_frames(self) -> int:
         """Output frames final so far (the greedy transcript covers them)."""
-        return sum(len(lp) for lp in self._log_probs)
+        return self._emitted
 
     def _check(self, samples) -> torch.Tensor:
         """The chunk as a float32 tensor; a one-line ``ValueError`` for anything but finite mono float samples."""
@@ -104,28 +106,29 @@ class Streamer:
         return self._text
 
     def _advance(self, feats: torch.Tensor, log_probs: torch.Tensor) -> None:
-        """Keep the new frames and extend the greedy transcript by the final frames' best path."""
+        """Keep the new frames and extend the greedy transcript by the final frames' best path (only the
+        new labels are decoded, so a long stream costs the same per chunk at its end as at its start)."""
         if feats.shape[1]:
             self._feats.append(feats.cpu())
+            self._feature_frames += feats.shape[1]
         if not len(log_probs):
             return
         self._log_probs.append(log_probs.cpu())
-        blank, grown = self.recognizer.tokenizer.blank_id, False
+        self._emitted += len(log_probs)
+        blank, new = self.recognizer.tokenizer.blank_id, []
         for token in log_probs.argmax(-1).tolist():
             if token != self._last and token != blank:
-                self._ids.append(token)
-                grown = True
+                new.append(token)
             self._last = token
-        if grown:
-            self._text = self.recognizer.tokenizer.decode(self._ids)
+        if new:
+            self._text = self.recognizer.tokenizer.decode_more(self._text, new)
 
     def finish(self) -> StreamResult:
         """Flush the last partial frames, and return the stream's transcripts and outputs; the streamer resets."""
         features, net = self.recognizer.features, self.recognizer.net
-        emitted = sum(f.shape[1] for f in self._feats)
         total = int(features.frame_lengths(torch.tensor(self._samples)))
         with torch.inference_mode():
-            feats, _ = features.stream(self._pending, final=True, frames_left=total - emitted)
+            feats, _ = features.stream(self._pending, final=True, frames_left=total - self._feature_frames)
             self._advance(feats, net.stream_step(self._state, feats))
             self._advance(feats[:, :0], net.stream_finish(self._state))
         log_mel = torch.cat(self._feats, 1) if self._feats else torch.zeros(features.n_mels, 0)
@@ -139,18 +142,30 @@ class Streamer:
         return result
 
 
+def chunk_samples(chunk_ms: float, sample_rate: int = Streamer.SAMPLE_RATE) -> int:
+    """Samples in a chunk of ``chunk_ms``; a one-line ``ValueError`` for a size that is not positive."""
+    if not chunk_ms > 0:
+        raise ValueError(f"--chunk-ms must be positive, not {chunk_ms}")
+    return max(1, int(sample_rate * chunk_ms / 1000))
+
+
+def changed_partials(feed: Callable[[np.ndarray], str], wave: np.ndarray, chunk_ms: float,
+                     sample_rate: int = Streamer.SAMPLE_RATE) -> Iterator[tuple[float, str]]:
+    """Feed ``wave`` to ``feed`` in chunks of ``chunk_ms``; yield (audio seconds heard, partial transcript)
+    each time the partial changes: what a person watching the transcript would see, and when."""
+    step, shown = chunk_samples(chunk_ms, sample_rate), ""
+    for start in range(0, len(wave), step):
+        text = feed(wave[start:start + step])
+        if text != shown:
+            yield min(start + step, len(wave)) / sample_rate, text
+            shown = text
+
+
 def stream_file(streamer: Streamer, wave: np.ndarray, chunk_ms: float, say=print) -> StreamResult:
     """Feed ``wave`` in chunks of ``chunk_ms``, saying each partial transcript when it changes
     (with the audio time it was heard at), then the final one (and the LM's, with an LM decoder)."""
-    if chunk_ms <= 0:
-        raise ValueError(f"--chunk-ms must be positive, not {chunk_ms}")
-    step = max(1, int(streamer.SAMPLE_RATE * chunk_ms / 1000))
-    shown = ""
-    for start in range(0, len(wave), step):
-        text = streamer.feed(wave[start:start + step])
-        if text != shown:
-            say(f"  {streamer.seconds:7.2f} s  {text}")
-            shown = text
+    for seconds, text in changed_partials(streamer.feed, wave, chunk_ms, streamer.SAMPLE_RATE):
+        say(f"  {seconds:7.2f} s  {text}")
     result = streamer.finish()
     say(f"  final ({result.seconds:.2f} s): {result.text}")
     if result.lm_text is not None:

@@ -126,14 +126,10 @@ class MicPanel:
         except AudioError as error:
             print(f"cannot stream {one_line(error)}")
             return None
-        step = max(1, SAMPLE_RATE * chunk_ms // 1000)
+        from asr_helpers.inference.streaming import changed_partials
         self.start()
-        shown = ""
-        for begin in range(0, len(wave), step):
-            text = self.feed(wave[begin:begin + step])
-            if text != shown:
-                print(f"{min(begin + step, len(wave)) / SAMPLE_RATE:6.2f} s  {text}")
-                shown = text
+        for seconds, text in changed_partials(self.feed, wave, chunk_ms, SAMPLE_RATE):
+            print(f"{seconds:6.2f} s  {text}")
         result = self.stop()
         if result is None:
             print(self.recorder.error)
