@@ -154,3 +154,16 @@ def test_streaming_and_batch_transcribe_agree_on_a_ds2_stream_run(trained, tmp_p
         for start in range(0, len(samples), 2000):
             streamer.feed(samples[start:start + 2000])
         assert (tmp_path / "batch" / f"{path.stem}.txt").read_text() == streamer.finish().text + "\n"
+
+
+def test_a_long_stream_returns_its_freed_heap_every_ten_seconds_of_audio(streamer, monkeypatch):
+    """glibc keeps the pages each chunk frees; the streamer hands them back every TRIM_EVERY_SECONDS."""
+    from asr_helpers.inference import streaming
+    assert streaming.release_free_heap() is True  # glibc here: the call exists and runs
+    calls = []
+    monkeypatch.setattr(streaming, "release_free_heap", lambda: calls.append(streamer.seconds) or True)
+    audio = wave(35.0)
+    for start in range(0, len(audio), 4000):  # 250 ms chunks
+        streamer.feed(audio[start:start + 4000])
+    assert calls == [10.0, 20.0, 30.0]
+    assert streamer.finish().seconds == 35.0
