@@ -5,7 +5,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from asr_helpers import paths
 from asr_helpers.tools.bench_transcribe import Row, bench_transcribe, corpus_files, timed_rows, with_rates
@@ -89,3 +91,19 @@ def test_the_default_files_are_copies_of_the_rendered_test_sets(tiny_corpus, mon
     names = sorted(p.name for p in folder.iterdir())
     assert len(names) == 6 and len({name.split("-", 1)[1] for name in names}) == 4  # 4 distinct, repeated
     shutil.rmtree(folder)
+
+
+def test_librispeech_length_files_join_corpus_utterances_to_drawn_lengths(tiny_corpus, monkeypatch, tmp_path):
+    from asr_helpers.data import corpora
+    from asr_helpers.tools.bench_transcribe import LIBRISPEECH_TEST_SECONDS, librispeech_length_files
+    from conftest import write_librispeech
+    for seed, split in enumerate(("test-clean", "test-other")):
+        write_librispeech(tiny_corpus, split, speakers=1, utterances=2, seed=seed + 5)
+    monkeypatch.setattr(corpora, "prepare_corpus", lambda corpus, splits, **_: {s: tiny_corpus for s in splits})
+    folder = librispeech_length_files(tmp_path / "in", 40, synth_minutes=1.0)
+    lengths = [soundfile.info(str(p)).duration for p in sorted(folder.iterdir())]
+    shortest, longest = LIBRISPEECH_TEST_SECONDS[2:]
+    assert len(lengths) == 40 and min(lengths) >= shortest and max(lengths) <= longest + 10
+    assert 5.0 < np.mean(lengths) < 11.0 and np.std(lengths) > 1.0  # drawn, not one length repeated
+    assert librispeech_length_files(tmp_path / "again", 40, synth_minutes=1.0) is not None
+    assert [soundfile.info(str(p)).duration for p in sorted((tmp_path / "again").iterdir())] == lengths  # seeded

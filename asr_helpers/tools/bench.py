@@ -28,7 +28,8 @@ def run(what: str, args) -> dict:
     if what == "transcribe":
         from asr_helpers.tools.bench_transcribe import bench_transcribe
         return bench_transcribe(args.checkpoint, args.utterances, args.lm, tuple(args.decoders), input_dir=args.input,
-                                compare=args.compare, lm_engines=tuple(args.lm_engines))
+                                compare=args.compare, lm_engines=tuple(args.lm_engines),
+                                librispeech_lengths=args.librispeech_lengths)
     if what == "stream":
         from asr_helpers.tools.bench_stream import bench_stream
         return bench_stream(args.checkpoint, args.seconds)

@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import soundfile
 
 from asr_helpers import paths
 from asr_helpers.decoding.decoders import spec
 from asr_helpers.decoding.lm_engines import DEFAULT_ENGINE
+
+SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -49,17 +52,47 @@ def timed_rows(decoders: Sequence[str], lm_engines: Sequence[str]) -> list[Row]:
     return rows
 
 
-def corpus_files(folder: Path, utterances: int, synth_minutes: float) -> Path:
-    """``utterances`` copies of the offline corpus's test-clean and test-other files, in ``folder``
-    (a small corpus repeats them, so lengths are those of real test audio)."""
+LIBRISPEECH_TEST_SECONDS = (5.8, 0.7, 1.3, 35.0)  # test-clean: log-normal median, sigma, shortest, longest
+
+
+def test_utterances(synth_minutes: float) -> list:
+    """The offline corpus's test-clean and test-other utterances (rendered on first use)."""
     from asr_helpers.data.corpora import prepare_corpus
     from asr_helpers.data.manifest import load_splits
     splits = ["test-clean", "test-other"]
-    pool = load_splits(prepare_corpus("synthetic", splits, synth_minutes=synth_minutes), splits)
+    return load_splits(prepare_corpus("synthetic", splits, synth_minutes=synth_minutes), splits)
+
+
+def corpus_files(folder: Path, utterances: int, synth_minutes: float) -> Path:
+    """``utterances`` copies of the offline corpus's test-clean and test-other files, in ``folder``
+    (a small corpus repeats them, so lengths are those of real test audio)."""
+    pool = test_utterances(synth_minutes)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(utterances):
         utterance = pool[i % len(pool)]
         shutil.copy(utterance.path, folder / f"{i:04d}-{utterance.id}.flac")
+    return folder
+
+
+def librispeech_length_files(folder: Path, utterances: int, synth_minutes: float, seed: int = 0) -> Path:
+    """``utterances`` files whose lengths are drawn like LibriSpeech test-clean's (log-normal, mean ~7.4 s,
+    1.3-35 s): the offline corpus's short test utterances joined in turn, with 0.2 s of silence
+    between, until each file reaches its drawn length."""
+    from asr_helpers.data.audio import load_audio
+    median, sigma, shortest, longest = LIBRISPEECH_TEST_SECONDS
+    rng = np.random.default_rng(seed)
+    targets = np.clip(median * np.exp(sigma * rng.standard_normal(utterances)), shortest, longest)
+    pool = test_utterances(synth_minutes)
+    waves = [load_audio(u.path).numpy() for u in pool]
+    gap, next_wave = np.zeros(SAMPLE_RATE // 5, np.float32), 0
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, target in enumerate(targets):
+        parts, length = [], 0
+        while length < target * SAMPLE_RATE:
+            wave = waves[next_wave % len(waves)]
+            parts += [wave, gap]
+            length, next_wave = length + len(wave) + len(gap), next_wave + 1
+        soundfile.write(folder / f"{i:04d}.flac", np.concatenate(parts[:-1]), SAMPLE_RATE)
     return folder
 
 
@@ -94,9 +127,11 @@ def run_transcribe(checkout: Path, row: Row, command: list[str], output: Path) -
 def bench_transcribe(checkpoint: Path, utterances: int = 500, lm_path: Path | None = None,
                      decoders: Sequence[str] = ("greedy", "beam", "lm"), *, input_dir: Path | None = None,
                      compare: Path | None = None, lm_engines: Sequence[str] = (DEFAULT_ENGINE,),
-                     synth_minutes: float = 20.0, pool_size: int = 2, beam_width: int = 32) -> dict:
-    """Time ``transcribe`` per decoder on ``input_dir`` (else ``utterances`` rendered test files); the
-    result holds every number and ``table``, the printed comparison."""
+                     synth_minutes: float = 20.0, pool_size: int = 2, beam_width: int = 32,
+                     librispeech_lengths: bool = False) -> dict:
+    """Time ``transcribe`` per decoder on ``input_dir`` (else ``utterances`` rendered test files, of
+    LibriSpeech test-clean's lengths with ``librispeech_lengths``); the result holds every number and
+    ``table``, the printed comparison."""
     if checkpoint is None or not Path(checkpoint).is_file():
         raise ValueError(f"bench transcribe needs --checkpoint PATH (a model to time), got {checkpoint}")
     if input_dir is not None and not Path(input_dir).is_dir():
@@ -106,7 +141,8 @@ def bench_transcribe(checkpoint: Path, utterances: int = 500, lm_path: Path | No
     rows = timed_rows(decoders, lm_engines)
     sides = {"this": paths.REPO_ROOT} | ({"ref": Path(compare).resolve()} if compare else {})
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(input_dir) if input_dir else corpus_files(Path(tmp) / "in", utterances, synth_minutes)
+        make_files = librispeech_length_files if librispeech_lengths else corpus_files
+        folder = Path(input_dir) if input_dir else make_files(Path(tmp) / "in", utterances, synth_minutes)
         files, seconds = audio_seconds(folder)
         if not files:
             raise ValueError(f"no audio files in {folder}")
@@ -123,6 +159,7 @@ def bench_transcribe(checkpoint: Path, utterances: int = 500, lm_path: Path | No
                 output = Path(tmp) / f"out-{side}-{row.decoder}-{row.engine}"
                 timings[side][row.name] = run_transcribe(checkout, row, with_lm, output)
     result = {"benchmark": "transcribe", "files": files, "audio_seconds": round(seconds, 1),
+              "mean_file_seconds": round(seconds / files, 2),
               "pool_size": pool_size, "beam_width": beam_width,
               "compare": str(sides["ref"]) if compare else None}
     for side, measured in timings.items():

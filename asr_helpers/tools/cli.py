@@ -231,6 +231,8 @@ def _bench_parser(parser: argparse.ArgumentParser) -> None:
                         help="transcribe: decoders to time (the attention ones need a model: las checkpoint)")
     parser.add_argument("--input", type=Path, default=None, help="transcribe: a folder of audio to time "
                         "(default: --utterances files of the offline corpus's test sets)")
+    parser.add_argument("--librispeech-lengths", action="store_true", help="transcribe: the --utterances "
+                        "files get LibriSpeech test-clean's lengths (mean ~7.4 s, up to 35 s), joined from the corpus")
     parser.add_argument("--compare", type=Path, default=None, metavar="REF",
                         help="transcribe: a second checkout whose code transcribes the same files in the same run")
     parser.add_argument("--lm-engines", nargs="+", choices=LM_ENGINES, default=[DEFAULT_ENGINE],
