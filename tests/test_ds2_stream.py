@@ -156,3 +156,27 @@ def test_each_output_frame_is_emitted_once_its_lookahead_is_heard_and_no_later(l
     stretch_ends = [j * frame_samples + model.features.hop_length for j in range(len(emitted_at))]
     waits_ms = {(at - end) / 16 for at, end in zip(emitted_at, stretch_ends)}
     assert waits_ms == {model.latency_ms()}
+
+
+def test_the_utterance_normalised_ablation_trains_decodes_whole_and_refuses_to_stream(tmp_path):
+    """``feature_norm: utterance`` gives the uncentred log-mel each utterance's own statistics (what
+    DeepSpeech2's features do), survives a checkpoint, and is refused by the Streamer in one line."""
+    from asr_helpers.data.features import utterance_normalise
+    from asr_helpers.models.registry import model_spec
+    model = build_model("ds2_stream", "tiny", TOK, {"feature_norm": "utterance"}).eval()
+    waves = torch.from_numpy(np.stack([speechy(8000, 0), speechy(8000, 1)]))
+    feats, frames = model.features(waves, torch.tensor([8000, 6000]))
+    mask = torch.arange(feats.shape[-1])[None, :] < frames[:, None]
+    expected = utterance_normalise(model.features.log_mel(torch.nn.functional.pad(waves * (torch.arange(8000) < torch.tensor([[8000], [6000]])), (0, 512))[:, : model.features.samples_for(int(frames.max()))]), mask)
+    assert torch.allclose(feats, expected, atol=1e-5)
+    assert feats[1, :, int(frames[1]):].abs().max() == 0
+    assert abs(float(feats[0].mean(-1).abs().max())) < 1e-4  # zero mean per mel over the utterance
+    entries = model.checkpoint_entries()
+    assert entries["stream_config"]["feature_norm"] == "utterance"
+    assert not any(name.startswith("features.norm") for name in entries["model"])
+    restored = model_spec("ds2_stream").recognizer.from_checkpoint({**entries, "tokenizer": TOK.to_dict()}, TOK)
+    assert not restored.can_stream and build_model("ds2_stream", "tiny", TOK).can_stream
+    with pytest.raises(ValueError, match="cannot stream"):
+        Streamer(model)
+    with pytest.raises(ValueError, match="feature_norm must be one of global, utterance"):
+        build_model("ds2_stream", "tiny", TOK, {"feature_norm": "batch"})

@@ -22,7 +22,7 @@ TOK = CharTokenizer()
 def test_the_registry_lists_every_model_with_its_heads_and_decoders():
     assert MODEL_NAMES == ("deepspeech2", "las", "ds2_stream")
     assert model_spec("deepspeech2").heads == frozenset({"ctc"}) == model_spec("ds2_stream").heads
-    assert offered_decoders("ds2_stream") == ["greedy", "beam", "lm"] and model_spec("ds2_stream").section == ("lookahead",)
+    assert offered_decoders("ds2_stream") == ["greedy", "beam", "lm"] and model_spec("ds2_stream").section == ("lookahead", "feature_norm")
     assert model_spec("las").heads == frozenset({"ctc", "attention"})
     assert offered_decoders("deepspeech2") == ["greedy", "beam", "lm"]
     assert offered_decoders("deepspeech2", with_lm=False) == ["greedy", "beam"]
@@ -51,7 +51,8 @@ def test_a_setting_the_model_does_not_have_or_cannot_take_is_a_one_line_error():
 
 def test_a_config_passes_exactly_its_models_section():
     assert TrainConfig(model="deepspeech2", ctc_weight=0.5, lookahead=5).model_settings() == {}
-    assert TrainConfig(model="ds2_stream", ctc_weight=0.5, lookahead=5).model_settings() == {"lookahead": 5}
+    assert TrainConfig(model="ds2_stream", ctc_weight=0.5, lookahead=5).model_settings() == {
+        "lookahead": 5, "feature_norm": "global"}
     settings = TrainConfig(model="las", ctc_weight=0.5, attention="dot").model_settings()
     assert settings == {"ctc_weight": 0.5, "guided_attention": 0.0, "attention": "dot"}
     assert section_values("las", {"ctc_weight": 0.7, "lr": 1.0}) == {"ctc_weight": 0.7}

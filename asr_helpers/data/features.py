@@ -21,17 +21,16 @@ class LogMelFeatures(nn.Module):
     """Waves ``[B, T]`` at 16 kHz -> normalised log-mel ``[B, n_mels, frames]`` and frame lengths."""
 
     def __init__(self, n_mels: int = 80, sample_rate: int = 16000, win_ms: float = 25.0, hop_ms: float = 10.0,
-                 lifter: int = 0):
+                 lifter: int = 0, center: bool = True):
         super().__init__()
         if not 0 <= lifter <= n_mels:
             raise ValueError(f"lifter must be between 0 (off) and n_mels={n_mels}, got {lifter}")
         self.n_mels, self.sample_rate, self.lifter = n_mels, sample_rate, lifter
         self.register_buffer("smoothing", _cepstral_smoothing(n_mels, lifter) if lifter else None, persistent=False)
         self.hop_length = int(sample_rate * hop_ms / 1000)
-        win_length = int(sample_rate * win_ms / 1000)
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=512, win_length=win_length, hop_length=self.hop_length,
-            n_mels=n_mels, power=2.0, center=True)
+            sample_rate=sample_rate, n_fft=512, win_length=int(sample_rate * win_ms / 1000),
+            hop_length=self.hop_length, n_mels=n_mels, power=2.0, center=center)
 
     @classmethod
     def for_model(cls, config) -> LogMelFeatures:
@@ -42,18 +41,29 @@ class LogMelFeatures(nn.Module):
         """Frames produced by a centred STFT for each wave length."""
         return torch.div(wave_lengths, self.hop_length, rounding_mode="floor") + 1
 
-    @torch.autocast("cuda", enabled=False)
-    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = self.frame_lengths(wave_lengths)
+    def log_mel(self, waves: torch.Tensor) -> torch.Tensor:
+        """Un-normalised (liftered) log-mel ``[B, n_mels, frames]`` of ``waves [B, T]``."""
         feats = torch.log(self.mel(waves.float()) + 1e-6)
         if self.smoothing is not None:
             feats = torch.einsum("mn,bnt->bmt", self.smoothing, feats)
-        mask = (torch.arange(feats.shape[-1], device=feats.device)[None, :] < lengths[:, None])[:, None, :]
-        count = lengths.clamp(min=1)[:, None, None].to(feats.dtype)
-        mean = (feats * mask).sum(-1, keepdim=True) / count
-        var = (((feats - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-        feats = (feats - mean) / torch.sqrt(var + 1e-5)
-        return feats * mask, lengths
+        return feats
+
+    @torch.autocast("cuda", enabled=False)
+    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = self.frame_lengths(wave_lengths)
+        feats = self.log_mel(waves)
+        mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < lengths[:, None]
+        return utterance_normalise(feats, mask), lengths
+
+
+def utterance_normalise(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each utterance of ``feats [B, n_mels, frames]`` to zero mean and unit variance per mel over its frames
+    under ``mask [B, frames]``; the other frames become exactly 0."""
+    mask = mask[:, None, :].to(feats.dtype)
+    count = mask.sum(-1, keepdim=True).clamp(min=1)
+    mean = (feats * mask).sum(-1, keepdim=True) / count
+    var = (((feats - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+    return (feats - mean) / torch.sqrt(var + 1e-5) * mask
 
 
 def _cepstral_smoothing(n_mels: int, keep: int) -> torch.Tensor:
@@ -65,7 +75,7 @@ def _cepstral_smoothing(n_mels: int, keep: int) -> torch.Tensor:
     return (kept @ kept.T).float()
 
 
-class StreamingLogMel(nn.Module):
+class StreamingLogMel(LogMelFeatures):
     """Waves ``[B, T]`` -> log-mel ``[B, n_mels, frames]`` that a stream computes exactly, chunk by chunk.
 
     Two changes from ``LogMelFeatures`` make every frame depend only on samples already heard:
@@ -76,24 +86,22 @@ class StreamingLogMel(nn.Module):
     An utterance of L samples has ceil(L / hop) frames; the tail is padded with zeros, which is
     what a stream flushes at its end. The cost: no per-utterance adaptation to level or channel,
     so a recording much louder or quieter than the training audio shifts every feature.
+    ``norm="utterance"`` keeps the utterance's own normalisation (the ablation that measures what
+    the global one costs); such features cannot be streamed.
     """
 
+    NORMS = ("global", "utterance")
+
     def __init__(self, n_mels: int = 80, sample_rate: int = 16000, win_ms: float = 25.0, hop_ms: float = 10.0,
-                 lifter: int = 0):
-        super().__init__()
-        if not 0 <= lifter <= n_mels:
-            raise ValueError(f"lifter must be between 0 (off) and n_mels={n_mels}, got {lifter}")
-        self.n_mels, self.sample_rate, self.lifter = n_mels, sample_rate, lifter
-        self.register_buffer("smoothing", _cepstral_smoothing(n_mels, lifter) if lifter else None, persistent=False)
-        self.hop_length = int(sample_rate * hop_ms / 1000)
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=512, win_length=int(sample_rate * win_ms / 1000),
-            hop_length=self.hop_length, n_mels=n_mels, power=2.0, center=False)
-        self.norm = nn.BatchNorm1d(n_mels, affine=False)
+                 lifter: int = 0, norm: str = "global"):
+        if norm not in self.NORMS:
+            raise ValueError(f"feature_norm must be one of {', '.join(self.NORMS)}, not {norm!r}")
+        super().__init__(n_mels, sample_rate, win_ms, hop_ms, lifter, center=False)
+        self.norm = nn.BatchNorm1d(n_mels, affine=False) if norm == "global" else None
 
     @classmethod
-    def for_model(cls, config) -> StreamingLogMel:
-        return cls(config.n_mels, lifter=config.lifter)
+    def for_model(cls, config, norm: str = "global") -> StreamingLogMel:
+        return cls(config.n_mels, lifter=config.lifter, norm=norm)
 
     def frame_lengths(self, wave_lengths: torch.Tensor) -> torch.Tensor:
         """ceil(L / hop) frames for L samples: every sample lies in at least one frame."""
@@ -103,15 +111,11 @@ class StreamingLogMel(nn.Module):
         """Samples ``frames`` frames read (from the first frame's start to the last one's end)."""
         return (frames - 1) * self.hop_length + self.mel.n_fft if frames > 0 else 0
 
-    def log_mel(self, waves: torch.Tensor) -> torch.Tensor:
-        """Un-normalised (liftered) log-mel of every complete window of ``waves [B, T]``."""
-        feats = torch.log(self.mel(waves.float()) + 1e-6)
-        if self.smoothing is not None:
-            feats = torch.einsum("mn,bnt->bmt", self.smoothing, feats)
-        return feats
-
     def normalise(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Global per-mel normalisation of the frames under ``mask [B, frames]`` (others become 0)."""
+        """Per-mel normalisation of the frames under ``mask [B, frames]`` (others become 0): with the training
+        set's statistics, or each utterance's own with ``norm="utterance"``."""
+        if self.norm is None:
+            return utterance_normalise(feats, mask)
         out = torch.zeros_like(feats)
         rows = feats.transpose(1, 2)[mask]
         if len(rows):
@@ -133,6 +137,9 @@ class StreamingLogMel(nn.Module):
     def stream(self, pending: torch.Tensor, final: bool, frames_left: int = 0) -> tuple[torch.Tensor, int]:
         """Normalised frames ``[n_mels, n]`` of the complete windows of ``pending`` (samples from the next
         frame's start) and how many samples they consumed; ``final`` pads zeros for the ``frames_left`` last."""
+        if self.norm is None:
+            raise ValueError("these features are normalised per utterance (feature_norm: utterance), which needs "
+                             "the whole utterance: they cannot be streamed")
         count = frames_left if final else (len(pending) - self.mel.n_fft) // self.hop_length + 1
         if count <= 0:
             return pending.new_zeros(self.n_mels, 0), 0

@@ -71,6 +71,9 @@ class Streamer:
         if not isinstance(recognizer, StreamingRecognizer):
             raise ValueError(f"a {type(recognizer).__name__} model cannot stream (its convolutions or recurrent "
                              "layers read the future): train one with model: ds2_stream")
+        if not recognizer.can_stream:
+            raise ValueError("this ds2_stream model normalises each utterance with its own statistics "
+                             "(feature_norm: utterance, an ablation): it cannot stream; decode it whole with transcribe")
         self.recognizer = recognizer.eval()
         self.lm_decoder = lm_decoder
         self.device = next(recognizer.parameters()).device

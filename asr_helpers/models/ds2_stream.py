@@ -29,6 +29,7 @@ from asr_helpers.models.deepspeech2 import (RNN_TYPES, MaskedBatchNorm, ModelCon
 from asr_helpers.models.recognizer import CTCRecognizer, SpeechModel
 
 LOOKAHEAD = 3  # default future output frames of the row convolution (90 ms at the small preset's 30 ms frames)
+FEATURE_NORM = "global"  # the features' normalisation: training-set statistics, so a stream can compute them
 
 
 def causal_output_length(lengths: torch.Tensor, stride: int) -> torch.Tensor:
@@ -190,14 +191,15 @@ class StreamingRecognizer(CTCRecognizer):
     (training only) -> ``DS2Stream`` -> CTC loss: the DeepSpeech2 recognizer with a model a stream can run.
 
     Its checkpoint holds the whole recognizer's state (the features' normalisation statistics too),
-    the encoder preset's settings and ``stream_config`` (the look-ahead).
+    the encoder preset's settings and ``stream_config`` (the look-ahead and the features' normalisation).
     """
 
-    SETTINGS = ("lookahead",)
+    SETTINGS = ("lookahead", "feature_norm")
 
-    def __init__(self, net: DS2Stream, tokenizer, spec_augment: SpecAugment | None = None):
+    def __init__(self, net: DS2Stream, tokenizer, spec_augment: SpecAugment | None = None,
+                 feature_norm: str = "global"):
         SpeechModel.__init__(self)
-        self.features = StreamingLogMel.for_model(net.config)
+        self.features = StreamingLogMel.for_model(net.config, feature_norm)
         self.net = net
         self.spec_augment = spec_augment
         self.tokenizer = tokenizer
@@ -205,15 +207,20 @@ class StreamingRecognizer(CTCRecognizer):
     @classmethod
     def build(cls, tokenizer, model_size: str, settings: Mapping[str, object], *, rnn_mode: str = "masked",
               augment: str = "none", encoder: Mapping[str, object] | None = None) -> "StreamingRecognizer":
-        """``settings``: ``lookahead``, the future output frames the row convolution reads (default 3)."""
+        """``settings``: ``lookahead``, the future output frames the row convolution reads (default 3), and
+        ``feature_norm``: ``global`` (training-set statistics, streamable; default) or ``utterance`` (the
+        ablation: each utterance's own, as DeepSpeech2's features; cannot stream)."""
         config = model_config(model_size, tokenizer.vocab_size, **(encoder or {}), rnn_mode=rnn_mode)
         net = DS2Stream(config, int(settings.get("lookahead", LOOKAHEAD)))
-        return cls(net, tokenizer, spec_augment_from_preset(augment, config.n_mels))
+        return cls(net, tokenizer, spec_augment_from_preset(augment, config.n_mels),
+                   str(settings.get("feature_norm", FEATURE_NORM)))
 
     @classmethod
     def from_checkpoint(cls, state: dict, tokenizer) -> "StreamingRecognizer":
         config = config_from_dict(state["model_config"])
-        recognizer = cls(DS2Stream(config, int(state["stream_config"]["lookahead"])), tokenizer)
+        stream = state["stream_config"]
+        recognizer = cls(DS2Stream(config, int(stream["lookahead"])), tokenizer,
+                         feature_norm=stream.get("feature_norm", FEATURE_NORM))
         recognizer.restore(state)
         return recognizer
 
@@ -222,10 +229,19 @@ class StreamingRecognizer(CTCRecognizer):
         lookahead = settings.get("lookahead", LOOKAHEAD)
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
             raise ValueError(f"lookahead must be a whole number of frames, 0 or more, not {lookahead!r}")
+        norm = settings.get("feature_norm", FEATURE_NORM)
+        if norm not in StreamingLogMel.NORMS:
+            raise ValueError(f"feature_norm must be one of {', '.join(StreamingLogMel.NORMS)}, not {norm!r}")
 
     def checkpoint_entries(self) -> dict:
         return {"model": self.state_dict(), "model_config": config_to_dict(self.net.config),
-                "stream_config": {"lookahead": self.net.lookahead}}
+                "stream_config": {"lookahead": self.net.lookahead,
+                                  "feature_norm": "global" if self.features.norm is not None else "utterance"}}
+
+    @property
+    def can_stream(self) -> bool:
+        """False for the ``feature_norm: utterance`` ablation, whose features need the whole utterance."""
+        return self.features.norm is not None
 
     def restore(self, state: dict) -> None:
         self.load_state_dict(state["model"])

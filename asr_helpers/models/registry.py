@@ -45,7 +45,7 @@ TABLE: dict[str, ModelSpec] = {spec.name: spec for spec in (
               ("ctc_weight", "guided_attention", "attention"), frozenset({"ctc", "attention"}),
               one_batch={"label_smoothing": 0.0}),
     ModelSpec("ds2_stream", "streaming DeepSpeech2 (causal convolutions, unidirectional RNN, look-ahead)",
-              StreamingRecognizer, ("lookahead",), frozenset({"ctc"})),
+              StreamingRecognizer, ("lookahead", "feature_norm"), frozenset({"ctc"})),
 )}
 MODEL_NAMES: tuple[str, ...] = tuple(TABLE)
 
