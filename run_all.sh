@@ -66,6 +66,16 @@ setup() {
   export PATH="$VENV/bin:$PATH"
 }
 
+model_profile() {  # NAME [ARGS]: notebooks 02-05 with notebooks/params/NAME.yaml (a second model's recipe)
+  local name=$1 start
+  shift
+  setup
+  log "running notebooks 02-05 with profile '$name'"
+  start=$(date +%s)
+  "$PY" -m asr_helpers.tools.notebooks --profile "$name" --only 02 03 04 05 "$@"
+  log "$name notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/$name/"
+}
+
 gpu_check() {
   local site=""
   if compgen -G ".whl/*.whl" >/dev/null; then
@@ -113,20 +123,12 @@ case "${1:-demo}" in
     # The joint CTC/attention model (LAS + CTC) on the offline corpus with the demo's budget:
     # one-batch test, training, every decoder, report. Extra arguments as for a profile.
     shift
-    setup
-    log "running notebooks 02-05 with profile 'las'"
-    start=$(date +%s)
-    "$PY" -m asr_helpers.tools.notebooks --profile las --only 02 03 04 05 "$@"
-    log "las notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/las/" ;;
+    model_profile las "$@" ;;
   stream)
     # The streaming DeepSpeech2 (causal convolutions, unidirectional LSTMs, look-ahead) on the offline
     # corpus with the demo's budget: one-batch test, training, CTC decoders, report.
     shift
-    setup
-    log "running notebooks 02-05 with profile 'stream'"
-    start=$(date +%s)
-    "$PY" -m asr_helpers.tools.notebooks --profile stream --only 02 03 04 05 "$@"
-    log "stream notebooks done in $(( $(date +%s) - start )) s; executed copies in artifacts/executed/stream/" ;;
+    model_profile stream "$@" ;;
   -*|"") echo "usage: ./run_all.sh [PROFILE|test|setup|lab|ablations [GROUP]|las|stream|gpu-check] [--skip-done] [--only NN ...]"; exit 2 ;;
   *)
     profile=${1:-demo}

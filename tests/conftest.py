@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from asr_helpers.data.text import CharTokenizer
+
 WORDS = "the cat sat on a mat while her sister read an old letter by the fire".split()
 
 
@@ -80,3 +82,17 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         code = stop.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def spelled(spec, labels: tuple[str, ...] = tuple(CharTokenizer().labels)) -> np.ndarray:
+    """Log-probs spelling ``spec`` over ``labels``: a confident frame per character (or a dict of choices),
+    then a blank (the LM decoders' tests feed these instead of a model's output)."""
+    rows = []
+    for item in spec:
+        row = np.full(len(labels), 1e-4)
+        for char, prob in (item.items() if isinstance(item, dict) else [(item, 1.0)]):
+            row[labels.index(char)] = prob
+        blank = np.full(len(labels), 1e-4)
+        blank[0] = 1.0
+        rows += [row / row.sum(), blank / blank.sum()]
+    return np.log(np.array(rows)).astype(np.float32)

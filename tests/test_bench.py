@@ -47,6 +47,15 @@ def test_counted_flops_match_the_shapes(preset):
     assert training_flops_per_audio_second(config) == pytest.approx(counted, rel=0.02)
 
 
+def test_one_way_rnns_count_half_the_recurrent_flops():
+    """ds2_stream's LSTMs run one way: its count keeps the convolutions and head, and halves the RNNs."""
+    from asr_helpers.models.ds2_stream import DS2Stream
+    config = model_config("small", 29)
+    flops = {d: training_flops_per_audio_second(config, rnn_directions=d) for d in (0, 1, 2)}
+    assert flops[1] == pytest.approx(flops[0] + (flops[2] - flops[0]) / 2) and flops[0] < flops[1] < flops[2]
+    assert (DeepSpeech2.rnn_directions, DS2Stream.rnn_directions) == (2, 1)
+
+
 def test_time_stride_three_runs_a_third_of_the_frames():
     config = with_time_stride(model_config("base", 29), 3)
     assert config.time_stride == 3 and config.conv_strides[1:] == model_config("base", 29).conv_strides[1:]

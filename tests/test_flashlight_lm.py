@@ -14,6 +14,7 @@ import pytest
 from asr_helpers.data.text import CharTokenizer
 from asr_helpers.decoding.lm import tune_alpha_beta
 from asr_helpers.decoding.lm_engines import LM_ENGINES, build_lm_decoder
+from conftest import spelled
 
 TOK = CharTokenizer()
 needs_flashlight = pytest.mark.skipif(importlib.util.find_spec("flashlight") is None,
@@ -52,19 +53,6 @@ def bigram(tmp_path_factory):
     path = tmp_path_factory.mktemp("bigram") / "2-gram.arpa"
     path.write_text(ARPA)
     return path
-
-
-def spelled(spec) -> np.ndarray:
-    """Log-probs spelling ``spec``: a confident frame per character (or a dict of choices), then a blank."""
-    rows = []
-    for item in spec:
-        row = np.full(TOK.vocab_size, 1e-4)
-        for char, prob in (item.items() if isinstance(item, dict) else [(item, 1.0)]):
-            row[TOK.labels.index(char)] = prob
-        blank = np.full(TOK.vocab_size, 1e-4)
-        blank[0] = 1.0
-        rows += [row / row.sum(), blank / blank.sum()]
-    return np.log(np.array(rows)).astype(np.float32)
 
 
 def near_miss() -> np.ndarray:

@@ -19,6 +19,7 @@ from asr_helpers.decoding.tuned import read_record, save_tuned
 from asr_helpers.data.download import DownloadError
 from asr_helpers.data.text import CharTokenizer
 from fixtures_http import checksums, file_server  # noqa: F401 - file_server is a fixture
+from conftest import spelled
 
 TOK = CharTokenizer()
 CORPUS = """THE CAT SAT ON THE MAT.
@@ -37,19 +38,6 @@ def tiny_lm(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_lm")
     (folder / "corpus.txt").write_text(CORPUS)
     return lm.build_ngram(folder / "corpus.txt", 3, folder / "lm")
-
-
-def spelled(spec) -> np.ndarray:
-    """Log-probs spelling ``spec``: a confident frame per character (or a dict of choices), then a blank."""
-    rows = []
-    for item in spec:
-        row = np.full(TOK.vocab_size, 1e-4)
-        for char, prob in (item.items() if isinstance(item, dict) else [(item, 1.0)]):
-            row[TOK.labels.index(char)] = prob
-        blank = np.full(TOK.vocab_size, 1e-4)
-        blank[0] = 1.0
-        rows += [row / row.sum(), blank / blank.sum()]
-    return np.log(np.array(rows)).astype(np.float32)
 
 
 def ambiguous(sentence: str, word: str, wrong: str, p_wrong: float = 0.6) -> np.ndarray:

@@ -131,6 +131,8 @@ class BiRNNLayer(nn.Module):
 class DeepSpeech2(nn.Module):
     """Log-mel ``[B, n_mels, T]`` -> log-probabilities ``[B, T', vocab]`` and output lengths."""
 
+    rnn_directions = 2  # bidirectional recurrent layers (the FLOPs count reads it)
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -202,10 +204,11 @@ def config_from_dict(values: dict) -> ModelConfig:
     return ModelConfig(**{k: _as_tuples(v) for k, v in values.items()})
 
 
-def training_flops_per_audio_second(config: ModelConfig, frames_per_second: float = 100.0) -> float:
+def training_flops_per_audio_second(config: ModelConfig, frames_per_second: float = 100.0,
+                                    rnn_directions: int = 2) -> float:
     """Matrix FLOPs of one training step (forward + backward = 3 x forward) per second of audio.
 
-    Counted from the shapes (convolutions, both RNN directions, the head), as nanoGPT's
+    Counted from the shapes (convolutions, the RNNs' ``rnn_directions``, the head), as nanoGPT's
     ``estimate_mfu`` does, because PyTorch's flop counter does not see fused cuDNN/oneDNN RNNs.
     """
     forward, channels, freq, frames = 0.0, 1, config.n_mels, frames_per_second
@@ -216,7 +219,7 @@ def training_flops_per_audio_second(config: ModelConfig, frames_per_second: floa
     gates = 4 if config.rnn_type == "lstm" else 3
     size = channels * freq
     for _ in range(config.rnn_layers):
-        forward += 2 * 2 * gates * (size + config.rnn_hidden) * config.rnn_hidden * frames
+        forward += 2 * rnn_directions * gates * (size + config.rnn_hidden) * config.rnn_hidden * frames
         size = config.rnn_hidden
     forward += 2 * config.rnn_hidden * config.vocab_size * frames
     return 3 * forward

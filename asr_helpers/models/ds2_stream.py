@@ -69,6 +69,8 @@ class UniRNNLayer(nn.Module):
 class DS2Stream(nn.Module):
     """Log-mel ``[B, n_mels, T]`` -> log-probabilities ``[B, T', vocab]`` with ``lookahead`` future frames."""
 
+    rnn_directions = 1  # one-way recurrent layers (the FLOPs count reads it)
+
     def __init__(self, config: ModelConfig, lookahead: int):
         super().__init__()
         if lookahead < 0:

@@ -149,10 +149,13 @@ class _Ours(_Side):
         super().__init__(step_trainer(model, device, precision, len(self.batches)), itertools.cycle(self.batches))
 
     def summary(self) -> dict:
-        """Batching figures and the model's size; the FLOPs count the DeepSpeech2 encoder with its CTC head."""
+        """Batching figures and the model's size; the FLOPs count the encoder (its RNNs one-way or both ways)
+        with its CTC head."""
+        net = self.model.net
+        flops = training_flops_per_audio_second(net.config, rnn_directions=getattr(net, "rnn_directions", 2))
         return {"padding_fraction": self.sampler.padding_fraction(), "batches_per_epoch": len(self.batches),
                 "mean_batch_size": self.mean_batch_size, "parameters": self.model.parameter_count(),
-                "flops_per_audio_second": training_flops_per_audio_second(self.model.net.config)}
+                "flops_per_audio_second": flops}
 
 
 class _Precomputed(torch.nn.Module):
