@@ -43,10 +43,13 @@ class SpeechModel(nn.Module):
 
     ``checkpoint_entries``/``restore`` define how the weights sit in a checkpoint (by default the
     module's own state dict); ``spectrograms`` and ``media`` feed the logged images (none by default).
-    ``SETTINGS`` names the model's own settings that ``build`` reads and ``check_settings`` checks.
+    ``SETTINGS`` names the model's own settings that ``build`` reads and ``check_settings`` checks: its
+    section of the training config (``registry.ModelSpec.section``). ``BUILD_SETTINGS`` are further ones
+    ``build`` takes that no training config sets (the one-batch test's overrides).
     """
 
     SETTINGS: tuple[str, ...] = ()
+    BUILD_SETTINGS: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, tokenizer, model_size: str, settings: Mapping[str, object], *, rnn_mode: str = "masked",
@@ -185,7 +188,8 @@ class JointRecognizer(CTCRecognizer):
     well attention has locked on (``attention_maps.lock_on``, averaged over the batch).
     """
 
-    SETTINGS = ("ctc_weight", "guided_attention", "attention", "label_smoothing")
+    SETTINGS = ("ctc_weight", "guided_attention", "attention")
+    BUILD_SETTINGS = ("label_smoothing",)
 
     def __init__(self, joint: JointCTCAttention, tokenizer, spec_augment: SpecAugment | None = None):
         SpeechModel.__init__(self)

@@ -1,13 +1,13 @@
 """The model registry: every model the workbook trains, by name, in one table.
 
 A model name (``TrainConfig.model``) maps to the recognizer class that builds it, restores it
-from a checkpoint and checks its own settings; to its config section (the ``TrainConfig`` fields
-only that model reads); and to its output heads, from which ``decoding.decoders`` says which
+from a checkpoint and checks its own settings (its ``SETTINGS``, the ``TrainConfig`` fields only
+that model reads: its config section); and to its output heads, from which ``decoding.decoders`` says which
 decoders it offers. ``build_model``, checkpoints, exports, the one-batch test, the notebooks,
 ``transcribe`` and the report ask this table instead of testing a model's class.
 
-Adding a model: a ``recognizer.SpeechModel`` subclass with ``build``, ``from_checkpoint`` and
-``check_settings``, one row in ``TABLE``, and its section's fields in ``training.config``.
+Adding a model: a ``recognizer.SpeechModel`` subclass with ``build``, ``from_checkpoint``,
+``check_settings`` and ``SETTINGS``, one row in ``TABLE``, and those settings' fields in ``training.config``.
 """
 from __future__ import annotations
 
@@ -21,31 +21,34 @@ from asr_helpers.models.recognizer import CTCRecognizer, JointRecognizer, Speech
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model: ``recognizer`` is its class; ``section`` the training settings only it reads (checked by
-    ``check``, passed to ``build_model`` as a mapping); ``heads`` the outputs its decoders read;
-    ``one_batch`` the settings the one-batch test overrides (those that keep a memorised batch's loss above 0)."""
+    """One model: ``recognizer`` is its class; ``heads`` the outputs its decoders read; ``one_batch`` the
+    settings the one-batch test overrides (those that keep a memorised batch's loss above 0)."""
     name: str
     label: str
     recognizer: type[SpeechModel]
-    section: tuple[str, ...]
     heads: frozenset[str]
     one_batch: Mapping[str, object] = field(default_factory=dict)
 
+    @property
+    def section(self) -> tuple[str, ...]:
+        """The training settings only this model reads (checked by ``check``, passed to ``build_model``)."""
+        return self.recognizer.SETTINGS
+
     def check(self, settings: Mapping[str, object]) -> None:
         """One-line ``ValueError`` for a setting this model does not have or a value it cannot take."""
-        unknown = sorted(set(settings) - set(self.recognizer.SETTINGS))
+        known = self.recognizer.SETTINGS + self.recognizer.BUILD_SETTINGS
+        unknown = sorted(set(settings) - set(known))
         if unknown:
-            raise ValueError(f"model {self.name} has no settings {unknown}; it reads {list(self.recognizer.SETTINGS)}")
+            raise ValueError(f"model {self.name} has no settings {unknown}; it reads {list(known)}")
         self.recognizer.check_settings(settings)
 
 
 TABLE: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec("deepspeech2", "DeepSpeech2 (CTC)", CTCRecognizer, (), frozenset({"ctc"})),
+    ModelSpec("deepspeech2", "DeepSpeech2 (CTC)", CTCRecognizer, frozenset({"ctc"})),
     ModelSpec("las", "joint CTC/attention (DeepSpeech2 encoder + attention decoder)", JointRecognizer,
-              ("ctc_weight", "guided_attention", "attention"), frozenset({"ctc", "attention"}),
-              one_batch={"label_smoothing": 0.0}),
+              frozenset({"ctc", "attention"}), one_batch={"label_smoothing": 0.0}),
     ModelSpec("ds2_stream", "streaming DeepSpeech2 (causal convolutions, unidirectional RNN, look-ahead)",
-              StreamingRecognizer, ("lookahead", "feature_norm"), frozenset({"ctc"})),
+              StreamingRecognizer, frozenset({"ctc"})),
 )}
 MODEL_NAMES: tuple[str, ...] = tuple(TABLE)
 
