@@ -13,6 +13,8 @@ from asr_helpers import paths
 from asr_helpers.decoding.decoders import TABLE
 from asr_helpers.decoding.tuned import Tuned, save_tuned
 from asr_helpers.report import checklist
+from asr_helpers.report import figures
+from asr_helpers.report import stream_summary
 from asr_helpers.report import summary
 from asr_helpers.tools.notebooks import NOTEBOOKS_DIR, export_html
 from asr_helpers.training.rundir import RunDir
@@ -195,10 +197,11 @@ def test_augmentation_types_of_the_presets():
     assert checklist.augmentation_types([{"name": "speed"}, {"name": "noise"}]) == ["speed", "noise"]
 
 
-def _render_report(tmp_path, run_name: str) -> tuple[list, str]:
+def _render_report(tmp_path, run_name: str, **parameters) -> tuple[list, str]:
     """Execute 05 on the isolated artifacts; the outputs of its code cells and its no-code HTML."""
     executed = tmp_path / "05.ipynb"
-    papermill.execute_notebook(str(NOTEBOOKS_DIR / "05_report.ipynb"), str(executed), parameters={"run_name": run_name},
+    papermill.execute_notebook(str(NOTEBOOKS_DIR / "05_report.ipynb"), str(executed),
+                               parameters={"run_name": run_name, **parameters},
                                cwd=str(paths.REPO_ROOT), kernel_name="python3", progress_bar=False)
     export_html(executed)
     outputs = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
@@ -255,3 +258,76 @@ def test_unreadable_records_are_skipped_with_a_warning_naming_the_file(caplog):
         assert name in warnings, name
     (run / "decoding.json").write_text(json.dumps([{"split": "dev-clean"}]))
     assert summary.decoder_results(run).empty and "expected the fields split, decoder" in caplog.text
+
+
+STREAM_RECORD = {"id": "1-2-0000", "reference": "the cat sat", "seconds": 1.2, "partial_chunk_ms": 160,
+                 "partials": [[0.32, "th"], [0.48, "the c"], [0.8, "the cat s"], [1.2, "the cat sad"]],
+                 "greedy": "the cat sad", "lm": "the cat sat", "lookahead_frames": 3, "frame_ms": 20.0,
+                 "waits_beyond_chunk_ms": 82.0,
+                 "latency": [{"chunk_ms": c, "chunks": 10, "rtf_mean": 0.05, "rtf_p95": 0.08, "compute_ms_per_chunk": 4.0,
+                              "finish_ms": 2.0, "algorithmic_latency_ms": c + 82.0, "threads": 2} for c in (80, 160)]}
+
+
+def _stream_run(name: str, record: dict | None = STREAM_RECORD) -> Path:
+    """A finished ds2_stream run with a CER per decoder 10 points above ``_fake_run``'s and, unless None, a record."""
+    _fake_run(name, decoders=("greedy", "lm"))
+    run = paths.runs_dir() / name
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "model": "ds2_stream"}))
+    decoding = json.loads((run / "decoding.json").read_text())
+    (run / "decoding.json").write_text(json.dumps([{**row, "cer": 0.3} for row in decoding]))
+    if record is not None:
+        RunDir(run).streaming.write_text(json.dumps(record))
+    return run
+
+
+def test_the_words_of_the_partials_are_placed_where_they_first_showed():
+    assert figures.word_onsets(STREAM_RECORD["partials"]) == [(0.32, 2, "the"), (0.48, 5, "cat"), (0.8, 9, "sad")]
+    assert figures.word_onsets([]) == []
+    figure = figures.partials_figure(STREAM_RECORD)
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert texts == ["the", "cat", "sad"] and "reference: the cat sat" in figure.texts[0].get_text()
+    assert "final + LM: the cat sat" in figure.texts[0].get_text()
+    assert figure.axes[0].get_xlim()[1] > STREAM_RECORD["seconds"]  # the end of the audio is on the plot
+
+
+def test_the_streaming_section_reads_the_record_latency_and_the_accuracy_cost(caplog):
+    _fake_run("demo")
+    decoding = paths.runs_dir() / "demo" / "decoding.json"
+    rows = json.loads(decoding.read_text())
+    decoding.write_text(json.dumps(rows + [{**row, "split": "test-other"} for row in rows]))  # a split only demo has
+    stream = _stream_run("stream")
+    record = stream_summary.stream_record(stream)
+    table = stream_summary.latency_table(record)
+    assert table["algorithmic latency (ms)"].tolist() == [162.0, 242.0] and table["RTF p95"].tolist() == [0.08, 0.08]
+    line = stream_summary.latency_line(record)
+    assert "3 output frames of 20 ms = 60 ms" in line and "STFT window (22 ms)" in line
+    cost, missing = stream_summary.accuracy_cost("demo", "stream")
+    assert missing == [] and list(cost.index) == ["greedy", "lm"]  # beam: only demo has it
+    assert cost["test-clean cost (points)"].tolist() == [10.0, 10.0] and not cost.filter(like="test-other").columns.size
+    assert cost["test-clean CER demo"].tolist() == [0.2, 0.2] and cost["test-clean CER stream"].tolist() == [0.3, 0.3]
+    nothing, missing = stream_summary.accuracy_cost("demo", "nope")
+    assert nothing.empty and missing == ["nope"]
+    RunDir(stream).streaming.write_text('{"id": ')
+    assert stream_summary.stream_record(stream) is None and "streaming.json skipped" in caplog.text
+
+
+def test_a_run_without_a_streaming_record_says_what_is_missing_and_what_to_run():
+    _fake_run("demo")
+    bare = _stream_run("stream", record=None)
+    assert stream_summary.stream_record(bare) is None and stream_summary.streams(bare)
+    assert "no `streaming.json`" in stream_summary.missing_line(bare) and "04_lm_decoding" in stream_summary.missing_line(bare)
+    demo = paths.runs_dir() / "demo"
+    assert stream_summary.stream_record(demo) is None and not stream_summary.streams(demo)
+    assert "./run_all.sh stream" in stream_summary.missing_line(demo)
+
+
+@pytest.mark.slow
+def test_report_renders_the_streaming_section_of_a_streaming_run(tmp_path):
+    _fake_run("demo")
+    _stream_run("stream")
+    outputs, html = _render_report(tmp_path, "stream", compare_runs=["demo", "stream"])
+    assert not [o for o in outputs if o.output_type == "error"]
+    section = html[html.index('id="Streaming"'):html.index('id="Language-model-weights"')]
+    assert section.count("data:image/png") == 1 and "algorithmic latency (ms)" in section
+    assert "test-clean cost (points)" in section and "Not recorded for this run" not in section

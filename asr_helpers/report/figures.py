@@ -1,10 +1,13 @@
 """Figures of the report (05): ablation curves, decoder bars, the LM weight grid, CER per speaker, frequent edits,
-dev scalars.
+dev scalars,
+a streaming run's transcript growing over the audio.
 
 Each takes records the report already read (history, ``decoding.json``, recogs) and returns a
 closed matplotlib figure, so the notebook only displays it.
 """
 from __future__ import annotations
+
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -137,5 +140,43 @@ def metric_curve_figure(history: list[dict], key: str, title: str):
     ax.set(xlabel="minutes of training", ylabel=key, title=title)
     ax.legend(fontsize=8)
     figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def word_onsets(partials: list) -> list[tuple[float, int, str]]:
+    """(seconds heard, characters shown then, word) when each word of the last partial first showed (begun)."""
+    final = partials[-1][1].split() if partials else []
+    onsets: list[tuple[float, int, str]] = []
+    for seconds, text in partials:
+        for number in range(len(onsets), min(len(text.split()), len(final))):
+            onsets.append((seconds, len(text), final[number]))
+    return onsets
+
+
+def partials_figure(record: dict):
+    """A streaming run's transcript growing while the audio is heard: characters shown against audio seconds (a
+    step at each partial), each word written where it first showed, the end of the audio marked, the texts below."""
+    partials, end = record["partials"], record["seconds"]
+    characters = [0] + [len(text) for _, text in partials]
+    figure, ax = plt.subplots(figsize=(12, min(12.0, 2.4 + 0.045 * max(characters))))
+    ax.step([0.0] + [t for t, _ in partials], characters, where="post", color="tab:blue", alpha=0.5,
+            label=f"characters in the partial transcript ({record['partial_chunk_ms']} ms chunks)")
+    right = end * 1.03 + 0.05
+    for seconds, shown, word in word_onsets(partials):
+        before = seconds / right * 10.5 > 0.075 * len(word) + 0.1  # room on the left (inches, 8 pt characters)?
+        ax.annotate(word, (seconds, shown), xytext=(-3 if before else 3, 0), textcoords="offset points",
+                    ha="right" if before else "left", va="center", fontsize=8, family="monospace")
+        ax.plot(seconds, shown, "o", color="tab:blue", markersize=3)
+    ax.axvline(end, color="tab:red", linestyle="--", label=f"end of the audio ({end:.2f} s): the final transcript")
+    ax.set(xlabel="audio heard (seconds)", ylabel="characters shown", xlim=(0, right),
+           ylim=(0, max(characters) * 1.06 + 1), title=f"Partial transcripts over time, {record['id']}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    texts = [("reference", record["reference"]), ("final greedy", record["greedy"])]
+    texts += [("final + LM", record["lm"])] if record.get("lm") is not None else []
+    caption = "\n".join(textwrap.fill(f"{name}: {text}", 150, subsequent_indent="    ") for name, text in texts)
+    figure.text(0.01, 0.01, caption, fontsize=9, family="monospace", va="bottom")
+    figure.tight_layout(rect=(0, min(0.5, (caption.count("\n") + 1.5) * 0.16 / figure.get_figheight()), 1, 1))
     plt.close(figure)
     return figure

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CHUNKS_MS = (80, 160, 320, 640)
+from asr_helpers.inference.stream_record import CHUNKS_MS, latency_rows
 
 
 def _recognizer(checkpoint: Path | None):
@@ -47,23 +47,6 @@ def _audio(seconds: float, seed: int = 0) -> np.ndarray:
     return wave
 
 
-def time_chunks(streamer, wave: np.ndarray, chunk_ms: float) -> dict:
-    """Compute per chunk of ``chunk_ms`` over ``wave`` as real-time factors (mean and p95)."""
-    step = int(16000 * chunk_ms / 1000)
-    costs = []
-    for start in range(0, len(wave) - step + 1, step):
-        began = time.perf_counter()
-        streamer.feed(wave[start:start + step])
-        costs.append(time.perf_counter() - began)
-    began = time.perf_counter()
-    streamer.finish()
-    finish_ms = 1000 * (time.perf_counter() - began)
-    rtf = np.array(costs) / (chunk_ms / 1000)
-    return {"chunk_ms": chunk_ms, "chunks": len(costs), "rtf_mean": round(float(rtf.mean()), 4),
-            "rtf_p95": round(float(np.percentile(rtf, 95)), 4),
-            "compute_ms_per_chunk": round(1000 * float(np.mean(costs)), 2), "finish_ms": round(finish_ms, 1)}
-
-
 def long_stream(streamer, minutes: float, chunk_ms: float = 160.0) -> dict:
     """Resident memory each minute over a ``minutes``-long stream, and the stream's real-time factor."""
     wave, step = _audio(60.0, seed=1), int(16000 * chunk_ms / 1000)
@@ -89,11 +72,8 @@ def bench_stream(checkpoint: Path | None = None, seconds: float = 20.0, threads:
     try:
         recognizer = _recognizer(checkpoint)
         streamer, wave = Streamer(recognizer), _audio(max(seconds, 1.0))
-        streamer.feed(wave[:16000])  # warm-up: first calls allocate
-        streamer.finish()
         waits_ms = recognizer.latency_ms()
-        rows = [{**time_chunks(streamer, wave, chunk), "algorithmic_latency_ms": round(chunk + waits_ms, 1)}
-                for chunk in chunks_ms]
+        rows = latency_rows(streamer, wave, chunks_ms)
         long = long_stream(streamer, long_minutes) if long_minutes >= 1 else None
     finally:
         torch.set_num_threads(previous)

@@ -69,6 +69,11 @@ class RunDir:
         return self.path / "decoding.json"
 
     @property
+    def streaming(self) -> Path:
+        """A streaming run's partials over time and latency table, recorded by notebook 04 for the report."""
+        return self.path / "streaming.json"
+
+    @property
     def tuned(self) -> Path:
         """Every decoder's weights tuned on dev by notebook 04 (``decoding.tuned``), next to the checkpoint."""
         return self.path / TUNED_FILE
