@@ -27,7 +27,7 @@ decoding    model scores -> text, and how good it is
                             attention_beam / joint / joint+lm as weight sets
     metrics                 WER and CER
 models      the networks and the recognizers the loop plugs in
-    registry                model name -> recognizer class, config section, output heads (-> decoders)
+    registry                model name -> recognizer class (its SETTINGS: the config section), output heads
     deepspeech2, attention, DeepSpeech2; attention decoders; the joint CTC/attention model;
     las, ds2_stream         the streaming DeepSpeech2 (causal, unidirectional, look-ahead; stream_step)
     recognizer              batch -> loss, outputs, quick transcripts, logged media (the loop's interface)
@@ -42,11 +42,13 @@ training    a config in, a self-describing checkpoint out
 inference   a trained model used on files and splits
     transcribe, comparison  folders of audio -> text (the Transcriber); every decoder scored on a split
     streaming               chunks of audio -> partial transcripts (the Streamer, a ds2_stream model)
+    stream_record           one utterance's partials over time and the latency per chunk size, for 05
 report      what notebooks 04 and 05 show
     summary, figures,       run folders -> tables; the report's figures; error analysis;
     error_analysis,         the course checklist; interactive panels
-    checklist, widgets,     the microphone panel (an anywidget recorder in front of a Streamer)
-    mic_widget
+    checklist, widgets,     the microphone panel (an anywidget recorder in front of a Streamer);
+    mic_widget,             the Streaming section (partials over time, latency, accuracy cost)
+    stream_summary
 tools       entry points
     cli, notebooks          python -m asr_helpers ...; the notebooks headless
     bench, bench_train,     throughput benchmarks (training goes through Trainer.train_step)
