@@ -305,7 +305,7 @@ def test_the_streaming_section_reads_the_record_latency_and_the_accuracy_cost(ca
     cost, missing = stream_summary.accuracy_cost("demo", "stream")
     assert missing == [] and list(cost.index) == ["greedy", "lm"]  # beam: only demo has it
     assert cost["test-clean cost (points)"].tolist() == [10.0, 10.0] and not cost.filter(like="test-other").columns.size
-    assert cost["test-clean CER demo"].tolist() == [0.2, 0.2] and cost["test-clean CER stream"].tolist() == [0.3, 0.3]
+    assert cost["test-clean CER % demo"].tolist() == [20.0, 20.0] and cost["test-clean CER % stream"].tolist() == [30.0, 30.0]
     nothing, missing = stream_summary.accuracy_cost("demo", "nope")
     assert nothing.empty and missing == ["nope"]
     RunDir(stream).streaming.write_text('{"id": ')

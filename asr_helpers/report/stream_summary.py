@@ -69,8 +69,8 @@ def latency_line(record: dict) -> str:
 
 
 def accuracy_cost(offline: str, streaming: str) -> tuple[pd.DataFrame, list[str]]:
-    """CER of each decoder both runs have, on each split both decoded, side by side, and the streaming run's cost
-    in points (100 x CER difference; positive: streaming is worse); plus the runs without ``decoding.json``."""
+    """CER (%) of each decoder both runs have, on each split both decoded, side by side, and the streaming run's
+    cost in points (CER difference; positive: streaming is worse); plus the runs without ``decoding.json``."""
     table, missing = runs_by_decoder([offline, streaming])
     if missing or table.empty:
         return pd.DataFrame(), missing
@@ -81,6 +81,7 @@ def accuracy_cost(offline: str, streaming: str) -> tuple[pd.DataFrame, list[str]
         split, old, new = column.removeprefix("CER "), before.loc[decoders, column], after.loc[decoders, column]
         if old.isna().all() or new.isna().all():  # a split only one run decoded
             continue
-        columns[f"{split} CER {offline}"], columns[f"{split} CER {streaming}"] = old, new
-        columns[f"{split} cost (points)"] = (100 * (new - old)).round(2)
+        columns[f"{split} CER % {offline}"] = (100 * old).round(1)
+        columns[f"{split} CER % {streaming}"] = (100 * new).round(1)
+        columns[f"{split} cost (points)"] = (100 * (new - old)).round(1)
     return pd.DataFrame(columns).rename_axis("decoder"), []
