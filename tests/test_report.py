@@ -320,6 +320,10 @@ def test_a_run_without_a_streaming_record_says_what_is_missing_and_what_to_run()
     demo = paths.runs_dir() / "demo"
     assert stream_summary.stream_record(demo) is None and not stream_summary.streams(demo)
     assert "./run_all.sh stream" in stream_summary.missing_line(demo)
+    ablation = _stream_run("stream-utterance", record=None)
+    config = json.loads((ablation / "config.json").read_text())
+    (ablation / "config.json").write_text(json.dumps({**config, "feature_norm": "utterance"}))
+    assert "cannot stream" in stream_summary.missing_line(ablation)
 
 
 @pytest.mark.slow

@@ -44,10 +44,13 @@ def streams(run: Path) -> bool:
 
 def missing_line(run: Path) -> str:
     """Why a run has no Streaming section, and what to run."""
+    config = RunDir(run).read_config()
     if not streams(run):
-        model = RunDir(run).read_config().get("model", "deepspeech2")
-        return (f"No streaming model in this run ({model} reads the whole utterance); the `stream` profile trains "
-                "one that streams (`./run_all.sh stream`).")
+        return (f"No streaming model in this run ({config.get('model', 'deepspeech2')} reads the whole utterance); "
+                "the `stream` profile trains one that streams (`./run_all.sh stream`).")
+    if config.get("feature_norm") == "utterance":
+        return ("No streaming record: this ds2_stream run normalises each utterance with its own statistics "
+                "(`feature_norm: utterance`, the ablation), so it cannot stream; its decoders are above.")
     return (f"no `{RunDir(run).streaming.name}` in `{run}`: run `notebooks/04_lm_decoding.ipynb` for this run "
             "(its \"Speak to it\" section records it).")
 
