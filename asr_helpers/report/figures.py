@@ -1,6 +1,5 @@
 """Figures of the report (05): ablation curves, decoder bars, the LM weight grid, CER per speaker, frequent edits,
-dev scalars,
-a streaming run's transcript growing over the audio.
+dev scalars, a streaming run's transcript growing over the audio.
 
 Each takes records the report already read (history, ``decoding.json``, recogs) and returns a
 closed matplotlib figure, so the notebook only displays it.
