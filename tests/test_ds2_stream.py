@@ -16,11 +16,12 @@ from asr_helpers.models.registry import build_model
 TOK = CharTokenizer()
 
 
-def stream_model(lookahead: int = 2, **encoder) -> StreamingRecognizer:
+def stream_model(lookahead: int = 2, feature_norm: str = "global", **encoder) -> StreamingRecognizer:
     """A tiny ds2_stream in eval mode with random BatchNorm statistics (so frozen normalisation is exercised)
     and random look-ahead taps (a fresh model's row convolution is the identity: it would hide a misplaced frame)."""
     torch.manual_seed(0)
-    model = build_model("ds2_stream", "tiny", TOK, {"lookahead": lookahead}, encoder=encoder)
+    model = build_model("ds2_stream", "tiny", TOK, {"lookahead": lookahead, "feature_norm": feature_norm},
+                        encoder=encoder)
     torch.nn.init.normal_(model.net.row.weight, 0.0, 0.5)
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -60,11 +61,12 @@ def random_sizes(seed: int, high: int) -> list[int]:
     return rng.integers(0, high, size=4000).tolist()
 
 
-@pytest.mark.parametrize("lookahead, encoder", [(2, {}), (0, {}), (3, {"rnn_type": "gru"}),
-                                                (1, {"conv_strides": ((2, 3), (2, 1))})])
+@pytest.mark.parametrize("lookahead, norm, encoder", [(2, "global", {}), (0, "global", {}), (2, "running", {}),
+                                                      (3, "global", {"rnn_type": "gru"}),
+                                                      (1, "running", {"conv_strides": ((2, 3), (2, 1))})])
 @pytest.mark.parametrize("seed, high", [(0, 4000), (1, 600), (2, 200)])
-def test_any_chunking_gives_the_full_utterance_forward(lookahead, encoder, seed, high):
-    model = stream_model(lookahead, **encoder)
+def test_any_chunking_gives_the_full_utterance_forward(lookahead, norm, encoder, seed, high):
+    model = stream_model(lookahead, norm, **encoder)
     wave = speechy(16000 + 317, seed)  # a final partial chunk: not a whole number of hops
     feats, log_probs = full_forward(model, wave)
     streamer = Streamer(model)
@@ -112,8 +114,9 @@ def test_frames_cover_every_sample_and_a_stream_flushes_them_with_zeros():
     front.eval()
     wave = torch.from_numpy(speechy(700))
     feats, frames = front(wave[None], torch.tensor([700]))
-    emitted, used = front.stream(wave, final=False)
-    rest, _ = front.stream(wave[used:], final=True, frames_left=int(frames[0]) - emitted.shape[1])
+    emitted, used, recent = front.stream(wave, final=False)
+    rest, _, _ = front.stream(wave[used:], final=True, frames_left=int(frames[0]) - emitted.shape[1])
+    assert recent.shape == (40, 0)  # the global normalisation keeps no frames
     assert frames.tolist() == [5] and emitted.shape[1] == 2
     assert torch.allclose(torch.cat([emitted, rest], 1), feats[0], atol=1e-5)
 
@@ -178,5 +181,38 @@ def test_the_utterance_normalised_ablation_trains_decodes_whole_and_refuses_to_s
     assert not restored.can_stream and build_model("ds2_stream", "tiny", TOK).can_stream
     with pytest.raises(ValueError, match="cannot stream"):
         Streamer(model)
-    with pytest.raises(ValueError, match="feature_norm must be one of global, utterance"):
+    with pytest.raises(ValueError, match="feature_norm must be one of global, running, utterance"):
         build_model("ds2_stream", "tiny", TOK, {"feature_norm": "batch"})
+
+
+def test_the_running_mean_streams_past_its_window_and_keeps_only_the_frames_it_reads(monkeypatch):
+    """``feature_norm: running`` over a stream several windows long (a 37-frame window here): chunked equals
+    whole, and the streamer carries at most window - 1 frames between chunks."""
+    monkeypatch.setattr(StreamingLogMel, "RUNNING_WINDOW", 37)
+    model = stream_model(2, "running")
+    wave = speechy(16000 + 911, seed=7)
+    feats, log_probs = full_forward(model, wave)
+    streamer, carried = Streamer(model), set()
+    for chunk in chunked(wave, random_sizes(8, 1500)):
+        streamer.feed(chunk)
+        carried.add(streamer._recent.shape[1])
+    result = streamer.finish()
+    assert max(carried) == 36 and np.allclose(result.log_mel, feats.numpy(), atol=1e-4)
+    assert np.allclose(result.log_probs, log_probs.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("gain_db", [-10, 10, 20])
+def test_the_running_mean_makes_the_features_blind_to_the_recording_level(gain_db):
+    """A gain g adds 2 ln g to every log-mel value; the running mean removes it, the global statistics do not.
+    (Only above the log's floor: where a quiet recording's power meets it, what the floor hides is lost.)"""
+    wave = 5 * speechy(12000, seed=9)
+    louder = wave * np.float32(10 ** (gain_db / 20))
+    running, plain = stream_model(2, "running"), stream_model(2, "global")
+    for model, blind in ((running, True), (plain, False)):
+        same = torch.allclose(full_forward(model, wave)[0], full_forward(model, louder)[0], atol=0.1)
+        assert same == blind
+    entries = running.checkpoint_entries()
+    assert entries["stream_config"]["feature_norm"] == "running" and "features.norm.running_mean" in entries["model"]
+    from asr_helpers.models.registry import model_spec
+    restored = model_spec("ds2_stream").recognizer.from_checkpoint({**entries, "tokenizer": TOK.to_dict()}, TOK)
+    assert restored.features.norm_name == "running" and restored.can_stream

@@ -66,6 +66,16 @@ def utterance_normalise(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return (feats - mean) / torch.sqrt(var + 1e-5) * mask
 
 
+def causal_window_mean(feats: torch.Tensor, window: int) -> torch.Tensor:
+    """Per-mel mean of each frame of ``feats [..., n_mels, frames]`` and the ``window - 1`` frames before it
+    (fewer at the start): what a stream knows at that frame. Summed in float64, so a stream that computes
+    it over a shorter stretch gets the same values."""
+    sums = torch.nn.functional.pad(feats.double().cumsum(-1), (1, 0))
+    ends = torch.arange(1, feats.shape[-1] + 1, device=feats.device)
+    starts = (ends - window).clamp(min=0)
+    return ((sums[..., ends] - sums[..., starts]) / (ends - starts)).to(feats.dtype)
+
+
 def _cepstral_smoothing(n_mels: int, keep: int) -> torch.Tensor:
     """[n_mels, n_mels] matrix: orthonormal DCT-II, zero all but the first ``keep`` coefficients, invert."""
     n = torch.arange(n_mels, dtype=torch.float64)
@@ -84,20 +94,26 @@ class StreamingLogMel(LogMelFeatures):
     estimated on the training set (a BatchNorm without affine: batch statistics in training,
     running statistics frozen in eval, carried by the checkpoint) instead of the utterance's own.
     An utterance of L samples has ceil(L / hop) frames; the tail is padded with zeros, which is
-    what a stream flushes at its end. The cost: no per-utterance adaptation to level or channel,
-    so a recording much louder or quieter than the training audio shifts every feature.
+    what a stream flushes at its end. The cost of ``norm="global"``: no adaptation to level or
+    channel, so a recording much louder or quieter than the training audio shifts every feature.
+    ``norm="running"`` first subtracts each frame's causal mean over the last ``RUNNING_WINDOW``
+    frames (online cepstral mean normalisation, as Kaldi's online CMVN with its 600-frame window):
+    a gain multiplies the power, so it adds one constant to every log-mel value, which that
+    subtraction removes exactly; the training-set statistics then scale what is left.
     ``norm="utterance"`` keeps the utterance's own normalisation (the ablation that measures what
-    the global one costs); such features cannot be streamed.
+    a streamable one costs); such features cannot be streamed.
     """
 
-    NORMS = ("global", "utterance")
+    NORMS = ("global", "running", "utterance")
+    RUNNING_WINDOW = 600  # frames (6 s) of the running mean
 
     def __init__(self, n_mels: int = 80, sample_rate: int = 16000, win_ms: float = 25.0, hop_ms: float = 10.0,
                  lifter: int = 0, norm: str = "global"):
         if norm not in self.NORMS:
             raise ValueError(f"feature_norm must be one of {', '.join(self.NORMS)}, not {norm!r}")
         super().__init__(n_mels, sample_rate, win_ms, hop_ms, lifter, center=False)
-        self.norm = nn.BatchNorm1d(n_mels, affine=False) if norm == "global" else None
+        self.norm_name = norm
+        self.norm = nn.BatchNorm1d(n_mels, affine=False) if norm != "utterance" else None
 
     @classmethod
     def for_model(cls, config, norm: str = "global") -> StreamingLogMel:
@@ -111,11 +127,23 @@ class StreamingLogMel(LogMelFeatures):
         """Samples ``frames`` frames read (from the first frame's start to the last one's end)."""
         return (frames - 1) * self.hop_length + self.mel.n_fft if frames > 0 else 0
 
+    @property
+    def can_stream(self) -> bool:
+        """False for ``norm="utterance"``, whose statistics need the whole utterance."""
+        return self.norm is not None
+
     def normalise(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-mel normalisation of the frames under ``mask [B, frames]`` (others become 0): with the training
-        set's statistics, or each utterance's own with ``norm="utterance"``."""
+        """Per-mel normalisation of the frames under ``mask [B, frames]`` (a prefix of each row; others become
+        0): the training set's statistics, after the running mean with ``norm="running"``, or each
+        utterance's own with ``norm="utterance"``."""
         if self.norm is None:
             return utterance_normalise(feats, mask)
+        if self.norm_name == "running":
+            feats = feats - causal_window_mean(feats, self.RUNNING_WINDOW)
+        return self._scale(feats, mask)
+
+    def _scale(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The training-set statistics (BatchNorm without affine) on the frames under ``mask``."""
         out = torch.zeros_like(feats)
         rows = feats.transpose(1, 2)[mask]
         if len(rows):
@@ -134,17 +162,25 @@ class StreamingLogMel(LogMelFeatures):
         mask = torch.arange(frames, device=feats.device)[None, :] < lengths[:, None]
         return self.normalise(feats, mask), lengths
 
-    def stream(self, pending: torch.Tensor, final: bool, frames_left: int = 0) -> tuple[torch.Tensor, int]:
+    def stream(self, pending: torch.Tensor, final: bool, frames_left: int = 0,
+               recent: torch.Tensor | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
         """Normalised frames ``[n_mels, n]`` of the complete windows of ``pending`` (samples from the next
-        frame's start) and how many samples they consumed; ``final`` pads zeros for the ``frames_left`` last."""
-        if self.norm is None:
+        frame's start), how many samples they consumed, and the un-normalised frames the running mean
+        still needs (pass them back as ``recent`` with the next chunk; empty unless ``norm="running"``);
+        ``final`` pads zeros for the ``frames_left`` last."""
+        if not self.can_stream:
             raise ValueError("these features are normalised per utterance (feature_norm: utterance), which needs "
                              "the whole utterance: they cannot be streamed")
+        recent = pending.new_zeros(self.n_mels, 0) if recent is None else recent
         count = frames_left if final else (len(pending) - self.mel.n_fft) // self.hop_length + 1
         if count <= 0:
-            return pending.new_zeros(self.n_mels, 0), 0
+            return pending.new_zeros(self.n_mels, 0), 0, recent
         needed = self.samples_for(count)
         window = nn.functional.pad(pending[:needed], (0, max(0, needed - len(pending))))
-        feats = self.log_mel(window[None])
+        feats = self.log_mel(window[None])[0]
+        if self.norm_name == "running":
+            heard = torch.cat([recent, feats], 1)
+            feats = feats - causal_window_mean(heard, self.RUNNING_WINDOW)[:, -count:]
+            recent = heard[:, -(self.RUNNING_WINDOW - 1):]
         mask = torch.ones(1, count, dtype=torch.bool, device=feats.device)
-        return self.normalise(feats, mask)[0], min(count * self.hop_length, len(pending))
+        return self._scale(feats[None], mask)[0], min(count * self.hop_length, len(pending)), recent

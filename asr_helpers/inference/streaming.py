@@ -100,6 +100,7 @@ class Streamer:
         self._feats: list[torch.Tensor] = []
         self._log_probs: list[torch.Tensor] = []
         self._feature_frames = 0
+        self._recent = None  # the frames the features' running mean still reads
         self._emitted = 0
         self._last = self.recognizer.tokenizer.blank_id
         self._text = ""
@@ -133,7 +134,8 @@ class Streamer:
         with torch.inference_mode():
             self._pending = torch.cat([self._pending, chunk])
             self._samples += len(chunk)
-            feats, used = self.recognizer.features.stream(self._pending, final=False)
+            feats, used, self._recent = self.recognizer.features.stream(self._pending, final=False,
+                                                                        recent=self._recent)
             self._pending = self._pending[used:]
             self._advance(feats, self.recognizer.net.stream_step(self._state, feats))
         if self._samples - self._trimmed_at >= TRIM_EVERY_SECONDS * self.SAMPLE_RATE:
@@ -164,7 +166,8 @@ class Streamer:
         features, net = self.recognizer.features, self.recognizer.net
         total = int(features.frame_lengths(torch.tensor(self._samples)))
         with torch.inference_mode():
-            feats, _ = features.stream(self._pending, final=True, frames_left=total - self._feature_frames)
+            feats, _, _ = features.stream(self._pending, final=True, frames_left=total - self._feature_frames,
+                                          recent=self._recent)
             self._advance(feats, net.stream_step(self._state, feats))
             self._advance(feats[:, :0], net.stream_finish(self._state))
         log_mel = torch.cat(self._feats, 1) if self._feats else torch.zeros(features.n_mels, 0)

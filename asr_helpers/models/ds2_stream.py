@@ -210,8 +210,9 @@ class StreamingRecognizer(CTCRecognizer):
     def build(cls, tokenizer, model_size: str, settings: Mapping[str, object], *, rnn_mode: str = "masked",
               augment: str = "none", encoder: Mapping[str, object] | None = None) -> "StreamingRecognizer":
         """``settings``: ``lookahead``, the future output frames the row convolution reads (default 3), and
-        ``feature_norm``: ``global`` (training-set statistics, streamable; default) or ``utterance`` (the
-        ablation: each utterance's own, as DeepSpeech2's features; cannot stream)."""
+        ``feature_norm``: ``global`` (training-set statistics, streamable; default), ``running`` (a causal
+        running mean first: blind to the recording's level; streamable) or ``utterance`` (the ablation: each
+        utterance's own, as DeepSpeech2's features; cannot stream)."""
         config = model_config(model_size, tokenizer.vocab_size, **(encoder or {}), rnn_mode=rnn_mode)
         net = DS2Stream(config, int(settings.get("lookahead", LOOKAHEAD)))
         return cls(net, tokenizer, spec_augment_from_preset(augment, config.n_mels),
@@ -238,12 +239,12 @@ class StreamingRecognizer(CTCRecognizer):
     def checkpoint_entries(self) -> dict:
         return {"model": self.state_dict(), "model_config": config_to_dict(self.net.config),
                 "stream_config": {"lookahead": self.net.lookahead,
-                                  "feature_norm": "global" if self.features.norm is not None else "utterance"}}
+                                  "feature_norm": self.features.norm_name}}
 
     @property
     def can_stream(self) -> bool:
         """False for the ``feature_norm: utterance`` ablation, whose features need the whole utterance."""
-        return self.features.norm is not None
+        return self.features.can_stream
 
     def restore(self, state: dict) -> None:
         self.load_state_dict(state["model"])

@@ -33,7 +33,7 @@ class TrainConfig:
     guided_attention: float = 0.0           # las only: weight of a diagonal prior on attention (helps short runs lock on)
     attention: str = "location"             # las only: location (one symbol at a time) | dot (all at once: fast on CPU)
     lookahead: int = 3                      # ds2_stream only: future output frames the look-ahead convolution reads
-    feature_norm: str = "global"            # ds2_stream only: global (training-set statistics: streams) | utterance (ablation)
+    feature_norm: str = "global"            # ds2_stream only: global (training-set statistics) | running (causal mean first: level-blind) | utterance (ablation: cannot stream)
     model_size: str = "small"               # tiny | small | base (kaggle: base)
     rnn_mode: str = "auto"                  # auto | masked | packed (auto: packed on GPU, masked on CPU)
     epochs: int = 10                        # kaggle: 50
