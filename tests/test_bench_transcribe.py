@@ -95,15 +95,16 @@ def test_the_default_files_are_copies_of_the_rendered_test_sets(tiny_corpus, mon
 
 def test_librispeech_length_files_join_corpus_utterances_to_drawn_lengths(tiny_corpus, monkeypatch, tmp_path):
     from asr_helpers.data import corpora
-    from asr_helpers.tools.bench_transcribe import LIBRISPEECH_TEST_SECONDS, librispeech_length_files
+    from asr_helpers.tools.bench_transcribe import librispeech_length_files, librispeech_lengths
     from conftest import write_librispeech
     for seed, split in enumerate(("test-clean", "test-other")):
         write_librispeech(tiny_corpus, split, speakers=1, utterances=2, seed=seed + 5)
     monkeypatch.setattr(corpora, "prepare_corpus", lambda corpus, splits, **_: {s: tiny_corpus for s in splits})
     folder = librispeech_length_files(tmp_path / "in", 40, synth_minutes=1.0)
-    lengths = [soundfile.info(str(p)).duration for p in sorted(folder.iterdir())]
-    shortest, longest = LIBRISPEECH_TEST_SECONDS[2:]
-    assert len(lengths) == 40 and min(lengths) >= shortest and max(lengths) <= longest + 10
-    assert 5.0 < np.mean(lengths) < 11.0 and np.std(lengths) > 1.0  # drawn, not one length repeated
+    lengths = [soundfile.info(str(p)).frames for p in sorted(folder.iterdir())]
+    assert lengths == [round(s * 16000) for s in librispeech_lengths(40)]  # each file cut at its drawn length
     assert librispeech_length_files(tmp_path / "again", 40, synth_minutes=1.0) is not None
-    assert [soundfile.info(str(p)).duration for p in sorted((tmp_path / "again").iterdir())] == lengths  # seeded
+    assert [soundfile.info(str(p)).frames for p in sorted((tmp_path / "again").iterdir())] == lengths  # seeded
+    test_clean = librispeech_lengths(2620)  # LibriSpeech test-clean: 2,620 files, 5.4 h (7.42 s each), 1.3-35 s
+    assert 7.2 < test_clean.mean() < 7.7 and test_clean.min() >= 1.3 and test_clean.max() <= 35.0
+    assert 5.2 < test_clean.sum() / 3600 < 5.6

@@ -74,25 +74,29 @@ def corpus_files(folder: Path, utterances: int, synth_minutes: float) -> Path:
     return folder
 
 
-def librispeech_length_files(folder: Path, utterances: int, synth_minutes: float, seed: int = 0) -> Path:
-    """``utterances`` files whose lengths are drawn like LibriSpeech test-clean's (log-normal, mean ~7.4 s,
-    1.3-35 s): the offline corpus's short test utterances joined in turn, with 0.2 s of silence
-    between, until each file reaches its drawn length."""
-    from asr_helpers.data.audio import load_audio
+def librispeech_lengths(utterances: int, seed: int = 0) -> np.ndarray:
+    """``utterances`` lengths in seconds drawn like LibriSpeech test-clean's: log-normal, mean ~7.4 s, 1.3-35 s."""
     median, sigma, shortest, longest = LIBRISPEECH_TEST_SECONDS
     rng = np.random.default_rng(seed)
-    targets = np.clip(median * np.exp(sigma * rng.standard_normal(utterances)), shortest, longest)
+    return np.clip(median * np.exp(sigma * rng.standard_normal(utterances)), shortest, longest)
+
+
+def librispeech_length_files(folder: Path, utterances: int, synth_minutes: float, seed: int = 0) -> Path:
+    """``utterances`` files of the lengths ``librispeech_lengths`` draws: the offline corpus's short test
+    utterances joined in turn, with 0.2 s of silence between, cut at the drawn length (the last word
+    may be cut: these files time the decoders, they are not scored)."""
+    from asr_helpers.data.audio import load_audio
     pool = test_utterances(synth_minutes)
     waves = [load_audio(u.path).numpy() for u in pool]
     gap, next_wave = np.zeros(SAMPLE_RATE // 5, np.float32), 0
     folder.mkdir(parents=True, exist_ok=True)
-    for i, target in enumerate(targets):
-        parts, length = [], 0
-        while length < target * SAMPLE_RATE:
+    for i, seconds in enumerate(librispeech_lengths(utterances, seed)):
+        target, parts, length = round(seconds * SAMPLE_RATE), [], 0
+        while length < target:
             wave = waves[next_wave % len(waves)]
             parts += [wave, gap]
             length, next_wave = length + len(wave) + len(gap), next_wave + 1
-        soundfile.write(folder / f"{i:04d}.flac", np.concatenate(parts[:-1]), SAMPLE_RATE)
+        soundfile.write(folder / f"{i:04d}.flac", np.concatenate(parts)[:target], SAMPLE_RATE)
     return folder
 
 
