@@ -216,3 +216,11 @@ def test_the_running_mean_makes_the_features_blind_to_the_recording_level(gain_d
     from asr_helpers.models.registry import model_spec
     restored = model_spec("ds2_stream").recognizer.from_checkpoint({**entries, "tokenizer": TOK.to_dict()}, TOK)
     assert restored.features.norm_name == "running" and restored.can_stream
+
+
+@pytest.mark.parametrize("frames", [1, 36, 37, 38, 120])
+def test_the_causal_window_mean_is_each_frames_mean_over_the_window_ending_there(frames):
+    from asr_helpers.data.features import causal_window_mean
+    feats = torch.randn(2, 5, frames)
+    brute = torch.stack([feats[..., max(0, t - 36):t + 1].double().mean(-1) for t in range(frames)], -1)
+    assert torch.allclose(causal_window_mean(feats, 37).double(), brute, atol=1e-6)

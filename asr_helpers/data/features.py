@@ -70,10 +70,10 @@ def causal_window_mean(feats: torch.Tensor, window: int) -> torch.Tensor:
     """Per-mel mean of each frame of ``feats [..., n_mels, frames]`` and the ``window - 1`` frames before it
     (fewer at the start): what a stream knows at that frame. Summed in float64, so a stream that computes
     it over a shorter stretch gets the same values."""
-    sums = nn.functional.pad(feats.double().cumsum(-1), (1, 0))
-    ends = torch.arange(1, feats.shape[-1] + 1, device=feats.device)
-    starts = (ends - window).clamp(min=0)
-    return ((sums[..., ends] - sums[..., starts]) / (ends - starts)).to(feats.dtype)
+    sums = feats.double().cumsum(-1)
+    sums = torch.cat([sums[..., :window], sums[..., window:] - sums[..., :-window]], -1)  # slices, not a gather
+    counts = torch.arange(1, feats.shape[-1] + 1, device=feats.device).clamp(max=window)
+    return (sums / counts).to(feats.dtype)
 
 
 def _cepstral_smoothing(n_mels: int, keep: int) -> torch.Tensor:
