@@ -130,13 +130,13 @@ class StreamingLogMel(LogMelFeatures):
     @property
     def can_stream(self) -> bool:
         """False for ``norm="utterance"``, whose statistics need the whole utterance."""
-        return self.norm is not None
+        return self.norm_name != "utterance"
 
     def normalise(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-mel normalisation of the frames under ``mask [B, frames]`` (a prefix of each row; others become
         0): the training set's statistics, after the running mean with ``norm="running"``, or each
         utterance's own with ``norm="utterance"``."""
-        if self.norm is None:
+        if not self.can_stream:
             return utterance_normalise(feats, mask)
         if self.norm_name == "running":
             feats = feats - causal_window_mean(feats, self.RUNNING_WINDOW)
