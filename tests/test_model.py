@@ -23,6 +23,24 @@ def test_presets_sizes():
     assert counts["tiny"] < counts["small"] < counts["base"]
 
 
+def test_channels_last_convolutions_read_contiguous_checkpoints_unchanged():
+    """Checkpoints of older code hold contiguous conv weights: they load into channels-last weights and
+    give the log-probs the contiguous weights give."""
+    torch.manual_seed(0)
+    config = model_config("tiny", 29)
+    written = {name: value.contiguous() for name, value in DeepSpeech2(config).eval().state_dict().items()}
+    model = DeepSpeech2(config).eval()
+    model.load_state_dict(written)
+    weight = model.convs[-1][0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    feats, lengths = torch.randn(2, config.n_mels, 90), torch.tensor([90, 61])
+    with torch.no_grad():
+        channels_last, _ = model(feats, lengths)
+        model.convs.to(memory_format=torch.contiguous_format)
+        contiguous, _ = model(feats, lengths)
+    assert torch.allclose(channels_last, contiguous, atol=1e-5)
+
+
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
 def test_padding_never_leaks_and_packed_equals_masked(rnn_type):
     torch.manual_seed(0)

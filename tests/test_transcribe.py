@@ -10,7 +10,8 @@ import torch
 
 from asr_helpers.training.checkpoint import rng_state, save_atomic
 from asr_helpers.training.config import TrainConfig
-from asr_helpers.inference.transcribe import AudioInput, length_batches, transcribe, transcript_names
+from asr_helpers.inference.transcribe import (AudioInput, TranscribeReport, length_batches, transcribe,
+                                             transcript_names)
 from asr_helpers.models.deepspeech2 import DeepSpeech2, config_to_dict, model_config
 from asr_helpers.data.text import CharTokenizer
 
@@ -124,6 +125,14 @@ def test_fuzz_every_readable_file_gets_one_transcript_every_other_a_reason(tiny_
     assert report.mirrored and Path("dup/jfk.wav.txt") in on_disk and Path("dup/a/1.txt") in on_disk
     assert "empty audio" in skipped["zero/zero0.wav"] and "NaN" in skipped["nonfinite/00.wav"]
     assert "skipped riff/00.wav: " in report.summary() and "dup/jfk.wav -> dup/jfk.wav.txt" in report.summary()
+
+
+def test_summary_lists_renames_only_when_there_are_some():
+    mirrored = TranscribeReport(output=Path("out"), mirrored=True,
+                                written=[("a/1.wav", Path("a/1.txt")), ("b/1.wav", Path("b/1.txt"))])
+    assert "renamed" not in mirrored.summary() and "mirror the input folders" in mirrored.summary()
+    mirrored.written.append(("c/jfk.ogg", Path("c/jfk.ogg.txt")))
+    assert mirrored.summary().endswith("renamed to keep every transcript:\n  c/jfk.ogg -> c/jfk.ogg.txt")
 
 
 def test_unique_stems_stay_flat_librispeech_style():

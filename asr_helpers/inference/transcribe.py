@@ -60,9 +60,10 @@ class TranscribeReport:
     def summary(self) -> str:
         lines = [f"wrote {len(self.written)} transcripts to {self.output}"]
         if self.mirrored:
-            lines.append("file names repeat, so transcripts mirror the input folders (<folder>/<stem>.txt); "
-                         "renamed to keep every transcript:")
-            lines += [f"  {label} -> {path}" for label, path in self.written if Path(label).with_suffix(".txt") != path]
+            lines.append("file names repeat, so transcripts mirror the input folders (<folder>/<stem>.txt)")
+            renamed = [f"  {label} -> {path}" for label, path in self.written if Path(label).with_suffix(".txt") != path]
+            if renamed:
+                lines += ["renamed to keep every transcript:", *renamed]
         lines += [f"skipped {label}: {why}" for label, why in self.skipped]
         return "\n".join(lines)
 

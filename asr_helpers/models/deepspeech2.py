@@ -142,7 +142,8 @@ class DeepSpeech2(nn.Module):
             convs.append(nn.ModuleList([nn.Conv2d(channels, out_channels, kernel, stride, padding, bias=False),
                                         nn.BatchNorm2d(out_channels), nn.Hardtanh(0, 20, inplace=True)]))
             channels, freq = out_channels, (freq + 2 * padding[0] - kernel[0]) // stride[0] + 1
-        self.convs = nn.ModuleList(convs)
+        # channels-last weights and inputs: oneDNN's CPU convolutions run 1.9x faster so (PERFORMANCE.md)
+        self.convs = nn.ModuleList(convs).to(memory_format=torch.channels_last)
         rnn_input = channels * freq
         self.rnns = nn.ModuleList(
             BiRNNLayer(rnn_input if i == 0 else config.rnn_hidden, config, norm=i > 0)
@@ -160,6 +161,7 @@ class DeepSpeech2(nn.Module):
         """
         frame_lengths = lengths
         x = (features * time_mask(lengths, features.shape[-1])[:, None, :]).unsqueeze(1)
+        x = x.contiguous(memory_format=torch.channels_last)  # as the weights (``__init__``)
         for (_, stride), (conv, norm, act) in zip(self.config.conv_strides, self.convs):
             x = act(norm(conv(x)))
             frame_lengths = conv_output_length(frame_lengths, conv.kernel_size[1], stride)

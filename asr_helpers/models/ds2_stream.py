@@ -83,7 +83,7 @@ class DS2Stream(nn.Module):
             conv = nn.Conv2d(channels, out_channels, kernel, stride, (kernel[0] // 2, 0), bias=False)
             convs.append(nn.ModuleList([conv, nn.BatchNorm2d(out_channels), nn.Hardtanh(0, 20, inplace=True)]))
             channels, freq = out_channels, (freq + 2 * (kernel[0] // 2) - kernel[0]) // stride[0] + 1
-        self.convs = nn.ModuleList(convs)
+        self.convs = nn.ModuleList(convs).to(memory_format=torch.channels_last)  # as DeepSpeech2's, for speed
         self.rnns = nn.ModuleList(UniRNNLayer(channels * freq if i == 0 else config.rnn_hidden, config, norm=i > 0)
                                   for i in range(config.rnn_layers))
         self.row = nn.Conv1d(config.rnn_hidden, config.rnn_hidden, lookahead + 1, groups=config.rnn_hidden, bias=False)
@@ -100,7 +100,7 @@ class DS2Stream(nn.Module):
 
     def _conv_block(self, block: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
         conv, norm, act = block
-        return act(norm(conv(x)))
+        return act(norm(conv(x.contiguous(memory_format=torch.channels_last))))
 
     def _flatten(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, F, T]`` -> ``[B, T, C * F]``, the RNN input."""
