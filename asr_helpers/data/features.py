@@ -139,8 +139,15 @@ class StreamingLogMel(LogMelFeatures):
         if not self.can_stream:
             return utterance_normalise(feats, mask)
         if self.norm_name == "running":
-            feats = feats - causal_window_mean(feats, self.RUNNING_WINDOW)
+            feats = self._less_running_mean(feats, feats[..., :0])[0]
         return self._scale(feats, mask)
+
+    def _less_running_mean(self, feats: torch.Tensor, recent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``feats [..., n_mels, n]`` less each frame's causal mean over the frames heard before them (``recent``,
+        un-normalised) and themselves, and the last ``RUNNING_WINDOW - 1`` frames heard (a stream's next ``recent``)."""
+        heard = torch.cat([recent, feats], -1)
+        means = causal_window_mean(heard, self.RUNNING_WINDOW)[..., recent.shape[-1]:]
+        return feats - means, heard[..., -(self.RUNNING_WINDOW - 1):]
 
     def _scale(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The training-set statistics (BatchNorm without affine) on the frames under ``mask``."""
@@ -179,8 +186,6 @@ class StreamingLogMel(LogMelFeatures):
         window = nn.functional.pad(pending[:needed], (0, max(0, needed - len(pending))))
         feats = self.log_mel(window[None])[0]
         if self.norm_name == "running":
-            heard = torch.cat([recent, feats], 1)
-            feats = feats - causal_window_mean(heard, self.RUNNING_WINDOW)[:, -count:]
-            recent = heard[:, -(self.RUNNING_WINDOW - 1):]
+            feats, recent = self._less_running_mean(feats, recent)
         mask = torch.ones(1, count, dtype=torch.bool, device=feats.device)
         return self._scale(feats[None], mask)[0], min(count * self.hop_length, len(pending)), recent
