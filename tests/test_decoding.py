@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from asr_helpers.decoding.ctc import (
 from asr_helpers.tools.bench_decode import bench_decode, peaky_log_probs
 from asr_helpers.decoding.ctc import available_decoders, build_decoder
 from asr_helpers.decoding.decoders import DECODERS, TABLE, decoders_for, file_safe, spec
+from asr_helpers.decoding.forked_pool import ForkedPool
 from asr_helpers.data.text import CharTokenizer
 
 TOK = CharTokenizer()
@@ -289,3 +291,29 @@ def test_the_decoder_table_holds_every_decoder_fact():
     assert [file_safe(d) for d in ("joint+lm", "attention_beam")] == ["joint_lm", "attention_beam"]
     with pytest.raises(ValueError, match="unknown decoder 'beam\\+lm'; choose from greedy, beam"):
         spec("beam+lm")
+
+
+class _EchoDecoder:
+    """``forked_pool``'s protocol without an LM: answers with its weights, the matrix's length and its process."""
+
+    def __init__(self):
+        self.params = (0.5, 1.0)
+
+    def set_params(self, alpha, beta):
+        self.params = (alpha, beta)
+
+    def decode_prepared(self, matrix):
+        return f"{self.params[0]} {self.params[1]} {len(matrix)} {os.getpid()}"
+
+
+def test_forked_pool_runs_in_workers_that_follow_the_parents_weights():
+    decoder, pool = _EchoDecoder(), ForkedPool()
+    try:
+        first = [text.split() for text in pool.decode(decoder, [np.zeros((n, 3)) for n in (1, 2, 3)], 2)]
+        decoder.set_params(2.0, 0.0)
+        later = [text.split() for text in pool.decode(decoder, [np.zeros((n, 3)) for n in (4, 5)], 2)]
+    finally:
+        pool.close()
+    assert [t[:3] for t in first] == [["0.5", "1.0", "1"], ["0.5", "1.0", "2"], ["0.5", "1.0", "3"]]
+    assert [t[:3] for t in later] == [["2.0", "0.0", "4"], ["2.0", "0.0", "5"]]
+    assert str(os.getpid()) not in {t[3] for t in first + later}

@@ -19,8 +19,6 @@ decoding without LM help.
 """
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.pool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from asr_helpers.decoding.decoders import TABLE, decoders_for, spec
+from asr_helpers.decoding.forked_pool import ForkedPool
 
 NEG_INF = float("-inf")
 UNIGRAMS_FILE = "unigrams.txt"  # written by ``lm`` next to each language model
@@ -300,51 +299,30 @@ class LMDecoder:
             model, words = load_kenlm(self.lm_path, self.labels, unigrams)
             language_model = LanguageModel(model, words, alpha=alpha, beta=beta)
         self._decoder = BeamSearchDecoderCTC(Alphabet.build_alphabet(self.labels), language_model)
-        self._params = (alpha, beta)
-        self._pool: multiprocessing.pool.Pool | None = None
-        self._pool_size = 0
+        self.params = (alpha, beta)
+        self._pool = ForkedPool()
 
     def set_params(self, alpha: float, beta: float) -> None:
         """Change the LM weight and word bonus without reloading the LM (pool workers follow on their next task)."""
         self._decoder.reset_params(alpha=alpha, beta=beta)
-        self._params = (alpha, beta)
-
-    def _search_options(self) -> dict:
-        return {"beam_width": self.beam_width, "beam_prune_logp": self.beam_prune_logp,
-                "token_min_logp": self.token_min_logp}
+        self.params = (alpha, beta)
 
     def decode(self, log_probs: np.ndarray) -> str:
         """Best text for one utterance's log-probs [T, V]."""
-        return self._decoder.decode(self._matrix(log_probs), **self._search_options())
+        return self.decode_prepared(self._matrix(log_probs))
+
+    def decode_prepared(self, matrix: np.ndarray) -> str:
+        """Best text for a matrix ``_matrix`` has checked (what a pool worker is sent)."""
+        return self._decoder.decode(matrix, beam_width=self.beam_width, beam_prune_logp=self.beam_prune_logp,
+                                    token_min_logp=self.token_min_logp)
 
     def decode_batch(self, log_probs_list: Sequence[np.ndarray], pool_size: int = 1) -> list[str]:
-        """Best texts for many utterances, on ``pool_size`` forked worker processes.
-
-        The workers are forked once, after the LM is loaded, and kept until ``close``: they
-        share the parent's LM pages instead of loading or pickling it (kenlm models cannot be
-        pickled), and later calls, such as each cell of an alpha/beta grid, pay no start-up.
-        Each task carries the current alpha and beta, so ``set_params`` reaches the workers.
-        """
+        """Best texts for many utterances, on ``pool_size`` worker processes forked once and kept until
+        ``close`` (``forked_pool``: they share the loaded LM, and each task carries the current alpha and beta)."""
         matrices = [self._matrix(m) for m in log_probs_list]
-        workers = min(pool_size, len(matrices))
-        if workers <= 1:
-            return [self.decode(m) for m in matrices]
-        tasks = [(self._params, self._search_options(), m) for m in matrices]
-        return self._worker_pool(pool_size).map(_decode_in_worker, tasks)
-
-    def _worker_pool(self, size: int) -> multiprocessing.pool.Pool:
-        if self._pool is None or self._pool_size != size:
-            self._close_pool()
-            context = multiprocessing.get_context("fork")
-            self._pool = context.Pool(size, initializer=_adopt_decoder, initargs=(self._decoder, self._params))
-            self._pool_size = size
-        return self._pool
-
-    def _close_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool, self._pool_size = None, 0
+        if min(pool_size, len(matrices)) <= 1:
+            return [self.decode_prepared(m) for m in matrices]
+        return self._pool.decode(self, matrices, pool_size)
 
     def _matrix(self, log_probs) -> np.ndarray:
         matrix = np.ascontiguousarray(_numpy(log_probs), dtype=np.float32)
@@ -354,7 +332,7 @@ class LMDecoder:
 
     def close(self) -> None:
         """Stop the worker pool and free the LM (pyctcdecode holds it in a class-level registry until told)."""
-        self._close_pool()
+        self._pool.close()
         self._decoder.cleanup()
 
     def __enter__(self) -> LMDecoder:
@@ -362,20 +340,3 @@ class LMDecoder:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_worker_decoder: dict = {}  # per worker process: the decoder inherited through fork, and its alpha/beta
-
-
-def _adopt_decoder(decoder, params: tuple[float, float]) -> None:
-    """Pool initializer: keep the forked copy of the parent's decoder (never pickled: fork inherits it)."""
-    _worker_decoder.update(decoder=decoder, params=params)
-
-
-def _decode_in_worker(task: tuple[tuple[float, float], dict, np.ndarray]) -> str:
-    params, options, matrix = task
-    decoder = _worker_decoder["decoder"]
-    if params != _worker_decoder["params"]:
-        decoder.reset_params(alpha=params[0], beta=params[1])
-        _worker_decoder["params"] = params
-    return decoder.decode(matrix, **options)

@@ -27,8 +27,6 @@ which pyctcdecode needs less as it can write any word) are masked before the sea
 from __future__ import annotations
 
 import math
-import multiprocessing
-import multiprocessing.pool
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +37,7 @@ from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
 from asr_helpers.decoding.ctc import load_kenlm
+from asr_helpers.decoding.forked_pool import ForkedPool
 
 LN10 = math.log(10.0)
 UNK_OFFSET = -10.0          # pyctcdecode's unk_score_offset: log10 charge of a word outside the unigrams
@@ -155,18 +154,17 @@ class FlashlightLMDecoder:
             self._closing_frame[0, self.separator] = 0.0
         else:
             self._lm = WordLM(model, self.words, self.labels, self.separator)
-        self._params = (alpha, beta)
-        self._pool: multiprocessing.pool.Pool | None = None
-        self._pool_size = 0
+        self.params = (alpha, beta)
+        self._pool = ForkedPool()
 
     def set_params(self, alpha: float, beta: float) -> None:
         """Change the LM weight and word bonus (the next search uses them; pool workers get them per task)."""
-        self._params = (alpha, beta)
+        self.params = (alpha, beta)
 
     def _search(self, beam_size_token: int):
         """A search for one utterance (cheap: the trie and LM are shared); only tokens that can survive
         the masking are tried at a frame."""
-        alpha, beta = self._params
+        alpha, beta = self.params
         common = dict(beam_size=self.beam_width, beam_size_token=beam_size_token,
                       beam_threshold=-self.beam_prune_logp)
         if self.lexicon:
@@ -182,9 +180,10 @@ class FlashlightLMDecoder:
 
     def decode(self, log_probs) -> str:
         """Best text for one utterance's log-probs [T, V]."""
-        return self._decode_masked(self._masked(log_probs))
+        return self.decode_prepared(self._masked(log_probs))
 
-    def _decode_masked(self, matrix: np.ndarray) -> str:
+    def decode_prepared(self, matrix: np.ndarray) -> str:
+        """Best text for a matrix ``_masked`` has prepared (what a pool worker is sent)."""
         if not len(matrix):
             return ""
         if self.lexicon:
@@ -216,44 +215,19 @@ class FlashlightLMDecoder:
         return matrix
 
     def decode_batch(self, log_probs_list: Sequence, pool_size: int = 1) -> list[str]:
-        """Best texts for many utterances, on ``pool_size`` processes forked once after loading (as
-        ``ctc.LMDecoder``: they share the LM's pages, and each task carries the current alpha and beta)."""
+        """Best texts for many utterances, on ``pool_size`` processes forked once after loading
+        (``forked_pool``: they share the LM's pages, and each task carries the current alpha and beta)."""
         matrices = [self._masked(m) for m in log_probs_list]
         if min(pool_size, len(matrices)) <= 1:
-            return [self._decode_masked(m) for m in matrices]
-        return self._worker_pool(pool_size).map(_decode_in_worker, [(self._params, m) for m in matrices])
-
-    def _worker_pool(self, size: int) -> multiprocessing.pool.Pool:
-        if self._pool is None or self._pool_size != size:
-            self.close()
-            self._pool = multiprocessing.get_context("fork").Pool(size, initializer=_adopt_decoder, initargs=(self,))
-            self._pool_size = size
-        return self._pool
+            return [self.decode_prepared(m) for m in matrices]
+        return self._pool.decode(self, matrices, pool_size)
 
     def close(self) -> None:
         """Stop the worker pool (the LM is freed with the decoder)."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool, self._pool_size = None, 0
+        self._pool.close()
 
     def __enter__(self) -> FlashlightLMDecoder:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_worker_decoder: dict = {}  # per worker process: the decoder inherited through fork
-
-
-def _adopt_decoder(decoder: FlashlightLMDecoder) -> None:
-    """Pool initializer: keep the forked copy of the parent's decoder (fork inherits it; nothing is pickled)."""
-    _worker_decoder["decoder"] = decoder
-
-
-def _decode_in_worker(task: tuple[tuple[float, float], np.ndarray]) -> str:
-    params, matrix = task
-    decoder = _worker_decoder["decoder"]
-    decoder.set_params(*params)
-    return decoder._decode_masked(matrix)
