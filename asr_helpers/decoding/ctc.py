@@ -319,10 +319,7 @@ class LMDecoder:
     def decode_batch(self, log_probs_list: Sequence[np.ndarray], pool_size: int = 1) -> list[str]:
         """Best texts for many utterances, on ``pool_size`` worker processes forked once and kept until
         ``close`` (``forked_pool``: they share the loaded LM, and each task carries the current alpha and beta)."""
-        matrices = [self._matrix(m) for m in log_probs_list]
-        if min(pool_size, len(matrices)) <= 1:
-            return [self.decode_prepared(m) for m in matrices]
-        return self._pool.decode(self, matrices, pool_size)
+        return self._pool.decode(self, [self._matrix(m) for m in log_probs_list], pool_size)
 
     def _matrix(self, log_probs) -> np.ndarray:
         matrix = np.ascontiguousarray(_numpy(log_probs), dtype=np.float32)

@@ -217,10 +217,7 @@ class FlashlightLMDecoder:
     def decode_batch(self, log_probs_list: Sequence, pool_size: int = 1) -> list[str]:
         """Best texts for many utterances, on ``pool_size`` processes forked once after loading
         (``forked_pool``: they share the LM's pages, and each task carries the current alpha and beta)."""
-        matrices = [self._masked(m) for m in log_probs_list]
-        if min(pool_size, len(matrices)) <= 1:
-            return [self.decode_prepared(m) for m in matrices]
-        return self._pool.decode(self, matrices, pool_size)
+        return self._pool.decode(self, [self._masked(m) for m in log_probs_list], pool_size)
 
     def close(self) -> None:
         """Stop the worker pool (the LM is freed with the decoder)."""

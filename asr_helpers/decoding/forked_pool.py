@@ -26,7 +26,10 @@ class ForkedPool:
         self._size = 0
 
     def decode(self, decoder, matrices: Sequence[np.ndarray], size: int) -> list[str]:
-        """``decoder.decode_prepared`` of each matrix, on ``size`` workers forked from this process."""
+        """``decoder.decode_prepared`` of each matrix, on ``size`` workers forked from this process (in this
+        process when one worker would do: ``size`` 1, or a single matrix)."""
+        if min(size, len(matrices)) <= 1:
+            return [decoder.decode_prepared(matrix) for matrix in matrices]
         if self._pool is None or self._size != size:
             self.close()
             self._pool = multiprocessing.get_context("fork").Pool(size, initializer=_adopt, initargs=(decoder,))

@@ -161,7 +161,6 @@ class DeepSpeech2(nn.Module):
         """
         frame_lengths = lengths
         x = (features * time_mask(lengths, features.shape[-1])[:, None, :]).unsqueeze(1)
-        x = x.contiguous(memory_format=torch.channels_last)  # as the weights (``__init__``)
         for (_, stride), (conv, norm, act) in zip(self.config.conv_strides, self.convs):
             x = act(norm(conv(x)))
             frame_lengths = conv_output_length(frame_lengths, conv.kernel_size[1], stride)
